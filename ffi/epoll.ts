@@ -1,0 +1,94 @@
+/**
+ * epoll(7): the readiness set the event loop waits on.
+ *
+ * @module
+ */
+
+import { libc } from "./libc.ts";
+import { check, EINTR, lastErrno, SyscallError } from "./errno.ts";
+import { EPOLL_EVENT_DATA_OFFSET, EPOLL_EVENT_SIZE, stableBuffer } from "./structs.ts";
+
+/** Readable. */
+export const EPOLLIN = 0x1;
+/** Writable. */
+export const EPOLLOUT = 0x4;
+/** Error condition (always reported). */
+export const EPOLLERR = 0x8;
+/** Hang-up (always reported). */
+export const EPOLLHUP = 0x10;
+/** Peer closed its writing end. */
+export const EPOLLRDHUP = 0x2000;
+
+const EPOLL_CLOEXEC = 0o2000000;
+const EPOLL_CTL_ADD = 1;
+const EPOLL_CTL_DEL = 2;
+const EPOLL_CTL_MOD = 3;
+
+/** An epoll instance; each watched fd carries a 32-bit token chosen by the caller. */
+export class Epoll {
+  /** The epoll fd. */
+  readonly fd: number;
+  readonly #ctl = stableBuffer(EPOLL_EVENT_SIZE);
+  readonly #ctlView = new DataView(this.#ctl.buffer);
+  readonly #events: Uint8Array<ArrayBuffer>;
+  readonly #eventsView: DataView;
+  readonly #capacity: number;
+
+  /** Creates the instance; `capacity` bounds the events one wait returns. */
+  constructor(capacity = 64) {
+    this.fd = check(libc.epoll_create1(EPOLL_CLOEXEC), "epoll_create1");
+    this.#capacity = capacity;
+    this.#events = stableBuffer(capacity * EPOLL_EVENT_SIZE);
+    this.#eventsView = new DataView(this.#events.buffer);
+  }
+
+  /** Starts watching `fd` for `events`, reporting `token`. */
+  add(fd: number, events: number, token: number): void {
+    this.#control(EPOLL_CTL_ADD, fd, events, token);
+  }
+
+  /** Changes the events or token of a watched fd. */
+  modify(fd: number, events: number, token: number): void {
+    this.#control(EPOLL_CTL_MOD, fd, events, token);
+  }
+
+  /** Stops watching `fd`. */
+  remove(fd: number): void {
+    this.#control(EPOLL_CTL_DEL, fd, 0, 0);
+  }
+
+  /**
+   * Waits up to `timeoutMs` (-1: forever) and returns how many events are
+   * ready; read them with {@link eventToken} and {@link eventFlags}.
+   * An interrupted wait returns 0.
+   */
+  wait(timeoutMs: number): number {
+    const n = libc.epoll_wait(this.fd, this.#events, this.#capacity, timeoutMs);
+    if (n >= 0) return n;
+    const errno = lastErrno();
+    if (errno === EINTR) return 0;
+    throw new SyscallError("epoll_wait", errno);
+  }
+
+  /** The token of ready event `index`. */
+  eventToken(index: number): number {
+    return this.#eventsView.getUint32(index * EPOLL_EVENT_SIZE + EPOLL_EVENT_DATA_OFFSET, true);
+  }
+
+  /** The flags (EPOLLIN, EPOLLHUP…) of ready event `index`. */
+  eventFlags(index: number): number {
+    return this.#eventsView.getUint32(index * EPOLL_EVENT_SIZE, true);
+  }
+
+  /** Closes the epoll fd. */
+  close(): void {
+    libc.close(this.fd);
+  }
+
+  #control(op: number, fd: number, events: number, token: number): void {
+    this.#ctlView.setUint32(0, events, true);
+    this.#ctlView.setUint32(EPOLL_EVENT_DATA_OFFSET, token, true);
+    this.#ctlView.setUint32(EPOLL_EVENT_DATA_OFFSET + 4, 0, true);
+    check(libc.epoll_ctl(this.fd, op, fd, this.#ctl), "epoll_ctl", `op ${op}, fd ${fd}`);
+  }
+}

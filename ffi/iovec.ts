@@ -1,0 +1,60 @@
+/**
+ * A reusable array of `struct iovec` for scatter/gather calls whose buffers
+ * live outside the JavaScript heap (guest memory).
+ *
+ * @module
+ */
+
+import { IOVEC_SIZE, setAddress, stableBuffer } from "./structs.ts";
+
+/** A growable, reusable `struct iovec[]`. */
+export class IovecList {
+  #bytes: Uint8Array<ArrayBuffer>;
+  #view: DataView;
+  #count = 0;
+  #total = 0;
+
+  /** Makes room for `capacity` entries (it grows on demand). */
+  constructor(capacity = 16) {
+    this.#bytes = stableBuffer(capacity * IOVEC_SIZE);
+    this.#view = new DataView(this.#bytes.buffer);
+  }
+
+  /** Number of entries. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /** Sum of the entry lengths. */
+  get totalLength(): number {
+    return this.#total;
+  }
+
+  /** The raw array, to pass to readv/writev/preadv/pwritev/sendmsg. */
+  get bytes(): Uint8Array<ArrayBuffer> {
+    return this.#bytes;
+  }
+
+  /** Empties the list, keeping its storage. */
+  clear(): void {
+    this.#count = 0;
+    this.#total = 0;
+  }
+
+  /** Appends `length` bytes at host `address`. */
+  push(address: number, length: number): void {
+    const offset = this.#count * IOVEC_SIZE;
+    if (offset + IOVEC_SIZE > this.#bytes.length) this.#grow();
+    setAddress(this.#view, offset, address);
+    setAddress(this.#view, offset + 8, length);
+    this.#count++;
+    this.#total += length;
+  }
+
+  #grow(): void {
+    const bigger = stableBuffer(this.#bytes.length * 2);
+    bigger.set(this.#bytes);
+    this.#bytes = bigger;
+    this.#view = new DataView(bigger.buffer);
+  }
+}

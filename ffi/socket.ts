@@ -1,0 +1,214 @@
+/**
+ * AF_UNIX stream sockets, with file descriptors passed as SCM_RIGHTS
+ * ancillary data (unix(7), cmsg(3)).
+ *
+ * @module
+ */
+
+import { libc } from "./libc.ts";
+import { check, EAGAIN, lastErrno, SyscallError } from "./errno.ts";
+import {
+  addressOf,
+  cmsgLen,
+  cmsgSpace,
+  MSGHDR,
+  MSGHDR_SIZE,
+  setAddress,
+  SOCKADDR_UN_SIZE,
+  stableBuffer,
+  SUN_PATH_MAX,
+} from "./structs.ts";
+
+const AF_UNIX = 1;
+const SOCK_STREAM = 1;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+const SOL_SOCKET = 1;
+const SCM_RIGHTS = 1;
+const MSG_CTRUNC = 0x8;
+const MSG_NOSIGNAL = 0x4000;
+const MSG_CMSG_CLOEXEC = 0x40000000;
+const SHUT_RDWR = 2;
+
+/** Most fds one message may carry; vhost-user sends at most 8, rust-vmm allows 32. */
+export const MAX_FDS_PER_MESSAGE = 32;
+
+const msghdr = stableBuffer(MSGHDR_SIZE);
+const msghdrView = new DataView(msghdr.buffer);
+const iovec = stableBuffer(16);
+const iovecView = new DataView(iovec.buffer);
+const control = stableBuffer(cmsgSpace(MAX_FDS_PER_MESSAGE * 4));
+const controlView = new DataView(control.buffer);
+let scratch = stableBuffer(4096 + 64);
+
+function scratchOf(size: number): Uint8Array<ArrayBuffer> {
+  if (scratch.length < size) scratch = stableBuffer(size);
+  return scratch;
+}
+
+function encodeSockaddr(path: string): Uint8Array<ArrayBuffer> {
+  const bytes = new TextEncoder().encode(path);
+  if (bytes.length === 0 || bytes.length >= SUN_PATH_MAX) {
+    throw new SyscallError(
+      "bind",
+      36,
+      `socket path "${path}" must be 1..${SUN_PATH_MAX - 1} bytes`,
+    );
+  }
+  const addr = new Uint8Array(SOCKADDR_UN_SIZE);
+  new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
+  addr.set(bytes, 2);
+  return addr.subarray(0, 2 + bytes.length + 1);
+}
+
+function newSocket(nonBlocking: boolean): number {
+  const type = SOCK_STREAM | SOCK_CLOEXEC | (nonBlocking ? SOCK_NONBLOCK : 0);
+  return check(libc.socket(AF_UNIX, type, 0), "socket", "AF_UNIX");
+}
+
+/**
+ * Creates a non-blocking listening socket bound at `path`. The caller removes
+ * any stale file at `path` first.
+ */
+export function listenUnix(path: string, backlog = 1): number {
+  const addr = encodeSockaddr(path);
+  const fd = newSocket(true);
+  try {
+    check(libc.bind(fd, addr, addr.length), "bind", path);
+    check(libc.listen(fd, backlog), "listen", path);
+  } catch (error) {
+    libc.close(fd);
+    throw error;
+  }
+  return fd;
+}
+
+/** Connects a new blocking socket to `path`. */
+export function connectUnix(path: string): number {
+  const addr = encodeSockaddr(path);
+  const fd = newSocket(false);
+  if (libc.connect(fd, addr, addr.length) < 0) {
+    const errno = lastErrno();
+    libc.close(fd);
+    throw new SyscallError("connect", errno, path);
+  }
+  return fd;
+}
+
+/**
+ * Accepts one connection as a non-blocking, close-on-exec socket; `null` if
+ * none is pending.
+ */
+export function acceptUnix(listener: number): number | null {
+  const fd = libc.accept4(listener, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (fd >= 0) return fd;
+  const errno = lastErrno();
+  if (errno === EAGAIN) return null;
+  throw new SyscallError("accept4", errno, `listener ${listener}`);
+}
+
+/** A connected pair of blocking stream sockets. */
+export function socketPair(): [number, number] {
+  const fds = new Int32Array(new ArrayBuffer(8));
+  check(
+    libc.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, new Uint8Array(fds.buffer)),
+    "socketpair",
+  );
+  return [fds[0], fds[1]];
+}
+
+/** Shuts both directions of a socket down, waking its peer with end of file. */
+export function shutdownSocket(fd: number): void {
+  libc.shutdown(fd, SHUT_RDWR);
+}
+
+function prepareHeader(
+  buffer: Uint8Array<ArrayBuffer>,
+  length: number,
+  controlLength: number,
+): void {
+  setAddress(iovecView, 0, addressOf(buffer));
+  setAddress(iovecView, 8, length);
+  msghdr.fill(0);
+  setAddress(msghdrView, MSGHDR.iov, addressOf(iovec));
+  setAddress(msghdrView, MSGHDR.iovlen, 1);
+  if (controlLength > 0) {
+    setAddress(msghdrView, MSGHDR.control, addressOf(control));
+    setAddress(msghdrView, MSGHDR.controllen, controlLength);
+  }
+}
+
+/**
+ * Sends `data` with `fds` attached to its first byte. Returns the bytes sent
+ * (possibly fewer than `data.length`), or `null` if the socket is full.
+ * Never raises SIGPIPE: a gone peer is an `EPIPE` error.
+ */
+export function sendWithFds(
+  fd: number,
+  data: Uint8Array,
+  fds: readonly number[] = [],
+): number | null {
+  if (fds.length > MAX_FDS_PER_MESSAGE) {
+    throw new SyscallError("sendmsg", 22, `${fds.length} fds exceed ${MAX_FDS_PER_MESSAGE}`);
+  }
+  const out = scratchOf(data.length);
+  out.set(data);
+  let controlLength = 0;
+  if (fds.length > 0) {
+    controlLength = cmsgSpace(fds.length * 4);
+    control.fill(0, 0, controlLength);
+    setAddress(controlView, 0, cmsgLen(fds.length * 4));
+    controlView.setInt32(8, SOL_SOCKET, true);
+    controlView.setInt32(12, SCM_RIGHTS, true);
+    fds.forEach((f, i) => controlView.setInt32(16 + i * 4, f, true));
+  }
+  prepareHeader(out, data.length, controlLength);
+  const n = libc.sendmsg(fd, msghdr, MSG_NOSIGNAL);
+  if (n >= 0) return n;
+  const errno = lastErrno();
+  if (errno === EAGAIN) return null;
+  throw new SyscallError("sendmsg", errno, `fd ${fd}`);
+}
+
+/** What one {@link receiveWithFds} call got. */
+export interface Received {
+  /** Bytes copied into the caller's buffer; 0 means the peer closed. */
+  readonly length: number;
+  /** Descriptors that arrived with these bytes; the caller owns them. */
+  readonly fds: number[];
+  /** The kernel dropped descriptors that did not fit (MSG_CTRUNC). */
+  readonly fdsTruncated: boolean;
+}
+
+/**
+ * Receives up to `into.length` bytes and any descriptors sent with them
+ * (close-on-exec). Returns `null` if a non-blocking socket has nothing.
+ */
+export function receiveWithFds(fd: number, into: Uint8Array): Received | null {
+  const buffer = scratchOf(into.length);
+  prepareHeader(buffer, into.length, control.length);
+  const n = libc.recvmsg(fd, msghdr, MSG_CMSG_CLOEXEC);
+  if (n < 0) {
+    const errno = lastErrno();
+    if (errno === EAGAIN) return null;
+    throw new SyscallError("recvmsg", errno, `fd ${fd}`);
+  }
+  into.set(buffer.subarray(0, n));
+  const flags = msghdrView.getInt32(MSGHDR.flags, true);
+  const controlLength = Number(msghdrView.getBigUint64(MSGHDR.controllen, true));
+  const fds: number[] = [];
+  let offset = 0;
+  while (offset + 16 <= controlLength) {
+    const length = Number(controlView.getBigUint64(offset, true));
+    if (length < 16) break;
+    const level = controlView.getInt32(offset + 8, true);
+    const type = controlView.getInt32(offset + 12, true);
+    if (level === SOL_SOCKET && type === SCM_RIGHTS) {
+      for (let p = offset + 16; p + 4 <= offset + length; p += 4) {
+        fds.push(controlView.getInt32(p, true));
+      }
+    }
+    offset += (length + 7) & ~7;
+  }
+  return { length: n, fds, fdsTruncated: (flags & MSG_CTRUNC) !== 0 };
+}

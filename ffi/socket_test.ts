@@ -1,0 +1,101 @@
+import assert from "node:assert/strict";
+import {
+  acceptUnix,
+  close,
+  connectUnix,
+  createEventFd,
+  drainEventFd,
+  isOpen,
+  listenUnix,
+  MAX_FDS_PER_MESSAGE,
+  receiveWithFds,
+  sendWithFds,
+  setNonBlocking,
+  shutdownSocket,
+  signalEventFd,
+  socketPair,
+  SyscallError,
+} from "./mod.ts";
+
+Deno.test("descriptors pass over a socket pair with SCM_RIGHTS", () => {
+  const [a, b] = socketPair();
+  const event = createEventFd();
+  try {
+    assert.equal(sendWithFds(a, new Uint8Array([1, 2, 3]), [event]), 3);
+    const into = new Uint8Array(16);
+    const got = receiveWithFds(b, into)!;
+    assert.equal(got.length, 3);
+    assert.deepEqual([...into.subarray(0, 3)], [1, 2, 3]);
+    assert.equal(got.fds.length, 1);
+    assert.notEqual(got.fds[0], event);
+    signalEventFd(got.fds[0]);
+    assert.equal(drainEventFd(event), 1);
+    close(got.fds[0]);
+  } finally {
+    close(event);
+    close(a);
+    close(b);
+  }
+});
+
+Deno.test("a non-blocking receive with nothing pending returns null; EOF returns 0", () => {
+  const [a, b] = socketPair();
+  setNonBlocking(b, true);
+  assert.equal(receiveWithFds(b, new Uint8Array(4)), null);
+  close(a);
+  assert.equal(receiveWithFds(b, new Uint8Array(4))!.length, 0);
+  close(b);
+});
+
+Deno.test("sending to a closed peer is EPIPE, not SIGPIPE", () => {
+  const [a, b] = socketPair();
+  close(b);
+  assert.throws(
+    () => sendWithFds(a, new Uint8Array(1)),
+    (e) => e instanceof SyscallError && e.errno === 32,
+  );
+  close(a);
+});
+
+Deno.test("too many descriptors are refused before the call", () => {
+  const [a, b] = socketPair();
+  assert.throws(() =>
+    sendWithFds(a, new Uint8Array(1), new Array(MAX_FDS_PER_MESSAGE + 1).fill(0))
+  );
+  close(a);
+  close(b);
+});
+
+Deno.test("listen, connect and accept on a path", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/s.sock`;
+  const listener = listenUnix(path);
+  try {
+    assert.equal(acceptUnix(listener), null);
+    const client = connectUnix(path);
+    const server = acceptUnix(listener)!;
+    assert.ok(server > 0);
+    sendWithFds(client, new TextEncoder().encode("hi"));
+    const into = new Uint8Array(2);
+    assert.equal(receiveWithFds(server, into)!.length, 2);
+    shutdownSocket(server);
+    assert.equal(receiveWithFds(client, new Uint8Array(1))!.length, 0);
+    close(client);
+    close(server);
+    assert.ok(!isOpen(server));
+  } finally {
+    close(listener);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("connecting to a missing path names the path and errno", () => {
+  assert.throws(
+    () => connectUnix("/nonexistent/x.sock"),
+    /connect\(\/nonexistent\/x.sock\) failed: ENOENT/,
+  );
+});
+
+Deno.test("socket paths longer than sun_path are refused", () => {
+  assert.throws(() => listenUnix("/tmp/" + "x".repeat(120)), /must be 1..107 bytes/);
+});

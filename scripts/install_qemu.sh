@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Installs QEMU >= 10 (from bookworm-backports) and the host tools the e2e
+# guest rig needs. Idempotent; runs as root on a fresh Debian bookworm machine.
+set -euo pipefail
+
+die() {
+  echo "install_qemu.sh: $*" >&2
+  exit 1
+}
+
+[[ $(id -u) -eq 0 ]] || die "must run as root"
+
+export DEBIAN_FRONTEND=noninteractive
+# Tools the rig uses on the host, all from bookworm itself.
+host_packages=(busybox-static cpio kmod zstd xz-utils gcc make libc6-dev
+  libelf-dev bc flex bison socat coreutils ca-certificates)
+backports=/etc/apt/sources.list.d/bookworm-backports.sources
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+run() {
+  "$@" >"$log" 2>&1 || {
+    cat "$log" >&2
+    die "failed: $*"
+  }
+}
+
+qemu_major() {
+  command -v qemu-system-x86_64 >/dev/null || return 0
+  qemu-system-x86_64 --version | sed -n 's/^QEMU emulator version \([0-9]*\).*/\1/p'
+}
+
+# Prints the first "URIs:"/"deb" mirror and its keyring from the existing
+# sources, so the backports entry uses the same mirror.
+main_source() {
+  local file uri key
+  for file in /etc/apt/sources.list.d/*.sources; do
+    [[ -e $file && $file != "$backports" ]] || continue
+    uri=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' "$file")
+    key=$(awk '/^Signed-By:/ {print $2; exit}' "$file")
+    if [[ -n $uri ]]; then
+      echo "$uri ${key:-/usr/share/keyrings/debian-archive-keyring.gpg}"
+      return
+    fi
+  done
+  if [[ -f /etc/apt/sources.list ]]; then
+    uri=$(awk '$1 == "deb" && $0 !~ /security/ {
+      for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' \
+      /etc/apt/sources.list)
+    [[ -n $uri ]] && echo "$uri /usr/share/keyrings/debian-archive-keyring.gpg" && return
+  fi
+  die "no Debian mirror found in /etc/apt/sources.list{,.d}"
+}
+
+missing=()
+for pkg in "${host_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' ||
+    missing+=("$pkg")
+done
+major=$(qemu_major)
+need_qemu=$([[ ${major:-0} -ge 10 ]] && echo no || echo yes)
+[[ $need_qemu == no && ${#missing[@]} -eq 0 ]] && exit 0
+
+if [[ ! -f $backports ]]; then
+  read -r uri key < <(main_source)
+  cat >"$backports" <<SOURCES
+Types: deb
+URIs: $uri
+Suites: bookworm-backports
+Components: main
+Signed-By: $key
+SOURCES
+fi
+run apt-get update
+if [[ ${#missing[@]} -gt 0 ]]; then
+  run apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+if [[ $need_qemu == yes ]]; then
+  run apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-x86
+fi
+major=$(qemu_major)
+[[ ${major:-0} -ge 10 ]] || die "qemu-system-x86_64 >= 10 not installed (found '${major:-none}')"
