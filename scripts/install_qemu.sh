@@ -11,9 +11,9 @@ die() {
 [[ $(id -u) -eq 0 ]] || die "must run as root"
 
 export DEBIAN_FRONTEND=noninteractive
-# Tools the rig uses on the host, all from bookworm itself.
-host_packages=(busybox-static cpio kmod zstd xz-utils gcc make libc6-dev
-  libelf-dev bc flex bison socat coreutils ca-certificates)
+# Host tools from bookworm: cpio/gzip/xz pack the initramfs, kmod runs depmod,
+# gcc/make/binutils build the out-of-tree modules, socat serves guest tests.
+host_packages=(cpio gzip xz-utils kmod gcc make libc6-dev binutils socat)
 backports=/etc/apt/sources.list.d/bookworm-backports.sources
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

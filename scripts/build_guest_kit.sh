@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Builds the e2e guest kit from Debian packages into a cache directory: Debian's
+# 6.12 kernel from bookworm-backports (unpacked, never installed), its modules,
+# a static busybox, and gpio-virtio.ko/i2c-virtio.ko built out of tree because
+# Debian's config leaves CONFIG_GPIO_VIRTIO and CONFIG_I2C_VIRTIO unset.
+# Idempotent: each step leaves a stamp file and is skipped when it exists.
+set -euo pipefail
+
+kit=${VHOST_GUEST_KIT:-/var/cache/vhost-device-deno/guest-kit}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+scratch=$kit/scratch
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+die() {
+  echo "build_guest_kit.sh: $*" >&2
+  exit 1
+}
+
+run() {
+  "$@" >"$log" 2>&1 || {
+    tail -n 60 "$log" >&2
+    die "failed: $*"
+  }
+}
+
+done_step() { [[ -e $kit/.stamp-$1 ]]; }
+mark() { touch "$kit/.stamp-$1"; }
+
+# Downloads packages into $scratch/debs; as root apt would otherwise warn that
+# its sandbox user cannot write there.
+download() {
+  mkdir -p "$scratch/debs"
+  (cd "$scratch/debs" && run apt-get -o APT::Sandbox::User=root download "$@")
+}
+
+deb_of() { ls "$scratch/debs/$1"_*.deb; }
+
+report() {
+  echo "$kit"
+  cat "$kit/kernel-version"
+}
+
+mkdir -p "$kit"
+if done_step all; then
+  report
+  exit 0
+fi
+# Host tools (and the bookworm-backports source) come from install_qemu.sh.
+"$here/install_qemu.sh"
+
+# Pin every kernel package to the one linux-6.12 version in bookworm-backports
+# so that image, headers and source match.
+if ! done_step resolve; then
+  version=$(apt-cache madison linux-source-6.12 |
+    awk -F' [|] ' '$3 ~ / bookworm-backports\// {print $2; exit}')
+  [[ -n $version ]] || die "linux-source-6.12 not found in bookworm-backports (apt-get update?)"
+  abi=$(apt-cache show "linux-headers-amd64=$version" |
+    sed -n 's/^Depends: linux-headers-\(.*\)-amd64 .*/\1/p' | head -n 1)
+  [[ -n $abi ]] || die "cannot find the kernel ABI of linux-headers-amd64=$version"
+  image=linux-image-$abi-amd64-unsigned
+  apt-cache show "$image=$version" >/dev/null 2>&1 || image=linux-image-$abi-amd64
+  cat >"$kit/versions.env" <<VARS
+version=$version
+abi=$abi
+image=$image
+VARS
+  echo "$abi-amd64" >"$kit/kernel-version"
+  mark resolve
+fi
+# shellcheck source=/dev/null
+. "$kit/versions.env"
+kver=$abi-amd64
+moddir=$kit/lib/modules/$kver
+
+if ! done_step download; then
+  rm -rf "$scratch/debs"
+  download "$image=$version" "linux-headers-$abi-amd64=$version" \
+    "linux-headers-$abi-common=$version" "linux-kbuild-$abi=$version" \
+    "linux-source-6.12=$version" busybox-static
+  mark download
+fi
+
+if ! done_step kernel; then
+  rm -rf "$scratch/image" "$kit/lib" "$kit/vmlinuz" "$kit/config"
+  run dpkg-deb -x "$(deb_of "$image")" "$scratch/image"
+  cp "$scratch/image/boot/vmlinuz-$kver" "$kit/vmlinuz"
+  cp "$scratch/image/boot/config-$kver" "$kit/config"
+  mkdir -p "$kit/lib/modules"
+  src=$scratch/image/lib/modules/$kver
+  [[ -d $src ]] || src=$scratch/image/usr/lib/modules/$kver
+  mv "$src" "$moddir"
+  # build/source point at /usr/src on an installed system; meaningless here.
+  rm -f "$moddir/build" "$moddir/source"
+  rm -rf "$scratch/image"
+  mark kernel
+fi
+
+if ! done_step busybox; then
+  rm -rf "$scratch/busybox"
+  run dpkg-deb -x "$(deb_of busybox-static)" "$scratch/busybox"
+  install -m 0755 "$scratch/busybox/bin/busybox" "$kit/busybox"
+  rm -rf "$scratch/busybox"
+  mark busybox
+fi
+
+if ! done_step extra; then
+  # Build only what Debian's kernel lacks.
+  sources=()
+  grep -Eq '^CONFIG_GPIO_VIRTIO=[ym]' "$kit/config" ||
+    sources+=(drivers/gpio/gpio-virtio.c)
+  grep -Eq '^CONFIG_I2C_VIRTIO=[ym]' "$kit/config" ||
+    sources+=(drivers/i2c/busses/i2c-virtio.c)
+  rm -rf "$moddir/extra" "$scratch/headers" "$scratch/src"
+  mkdir -p "$moddir/extra"
+  if [[ ${#sources[@]} -gt 0 ]]; then
+    for pkg in "linux-headers-$abi-amd64" "linux-headers-$abi-common" "linux-kbuild-$abi"; do
+      run dpkg-deb -x "$(deb_of "$pkg")" "$scratch/headers"
+    done
+    headers=$scratch/headers/usr/src/linux-headers-$kver
+    # The Makefile includes the -common tree by its installed absolute path.
+    sed -i "s|/usr/src/|$scratch/headers/usr/src/|" "$headers/Makefile"
+    mkdir -p "$scratch/src/mod"
+    dpkg-deb --fsys-tarfile "$(deb_of linux-source-6.12)" |
+      tar -xO ./usr/src/linux-source-6.12.tar.xz |
+      tar -xJ -C "$scratch/src" "${sources[@]/#/linux-source-6.12/}" ||
+      die "cannot extract ${sources[*]} from linux-source-6.12"
+    objs=()
+    for file in "${sources[@]}"; do
+      cp "$scratch/src/linux-source-6.12/$file" "$scratch/src/mod/"
+      name=$(basename "$file" .c)
+      objs+=("$name.o")
+    done
+    echo "obj-m := ${objs[*]}" >"$scratch/src/mod/Kbuild"
+    # pahole is absent, so no BTF for these modules.
+    run make -C "$headers" M="$scratch/src/mod" CONFIG_DEBUG_INFO_BTF_MODULES= \
+      -j "$(nproc)" modules
+    for ko in "$scratch/src/mod/"*.ko; do
+      strip --strip-debug -o "$moddir/extra/$(basename "$ko")" "$ko"
+    done
+    rm -rf "$scratch/headers" "$scratch/src"
+  fi
+  mark extra
+fi
+
+if ! done_step depmod; then
+  run depmod -b "$kit" "$kver"
+  mark depmod
+fi
+
+rm -rf "$scratch"
+mark all
+report
