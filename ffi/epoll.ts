@@ -70,6 +70,17 @@ export class Epoll {
     throw new SyscallError("epoll_wait", errno);
   }
 
+  /**
+   * Like {@link wait}, but on a helper thread: the JavaScript thread stays
+   * free for promises, timers and signal listeners meanwhile. Costs a thread
+   * hop (tens of µs), so the event loop uses it only when idle. The helper
+   * thread's errno is out of reach: a failed wait (EINTR) returns 0.
+   */
+  async waitAsync(timeoutMs: number): Promise<number> {
+    const n = await libc.epoll_wait_nonblocking(this.fd, this.#events, this.#capacity, timeoutMs);
+    return n < 0 ? 0 : n;
+  }
+
   /** The token of ready event `index`. */
   eventToken(index: number): number {
     return this.#eventsView.getUint32(index * EPOLL_EVENT_SIZE + EPOLL_EVENT_DATA_OFFSET, true);

@@ -70,6 +70,13 @@ const SYMBOLS = {
   epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
   // int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout);
   epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
+  // The same, run on a helper thread so Deno's own loop keeps turning meanwhile.
+  epoll_wait_nonblocking: {
+    name: "epoll_wait",
+    parameters: ["i32", "buffer", "i32", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
   // int timerfd_create(int clockid, int flags);
   timerfd_create: { parameters: ["i32", "i32"], result: "i32" },
   // int timerfd_settime(int fd, int flags, const struct itimerspec *new, struct itimerspec *old);

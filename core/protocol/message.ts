@@ -77,7 +77,11 @@ export type FrontendMessage =
   | { readonly kind: "SET_FEATURES"; readonly features: bigint }
   | { readonly kind: "SET_OWNER" }
   | { readonly kind: "RESET_OWNER" }
-  | { readonly kind: "SET_MEM_TABLE"; readonly regions: readonly MemoryRegionDescriptor[] }
+  | {
+    readonly kind: "SET_MEM_TABLE";
+    readonly regions: readonly MemoryRegionDescriptor[];
+    readonly fds: readonly number[];
+  }
   | { readonly kind: "SET_LOG_BASE" }
   | { readonly kind: "SET_LOG_FD" }
   | { readonly kind: "SET_VRING_NUM"; readonly index: number; readonly num: number }
@@ -349,7 +353,7 @@ export function decodeMessage(
       expectSize(name, payload, 8 + 32 * count);
       expectFds(name, fds, count);
       const regions = Array.from({ length: count }, (_, i) => decodeRegion(view, 8 + 32 * i));
-      return done({ kind: "SET_MEM_TABLE", regions });
+      return done({ kind: "SET_MEM_TABLE", regions, fds: [...fds] });
     }
     case R.SET_VRING_NUM:
     case R.SET_VRING_BASE:

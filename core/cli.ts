@@ -1,0 +1,284 @@
+/**
+ * Command lines shaped like the Rust binaries' (clap): one definition per
+ * option gives the parser, `--help` and the man page. Errors are one line
+ * naming the option, and a non-zero exit.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import type { ListenAddress } from "./daemon.ts";
+import { socketPaths } from "./daemon.ts";
+import { isLevel, type Level, levelFor, Logger } from "./log.ts";
+
+/** The project's version, printed by `--version`. */
+export const VERSION = "0.1.0";
+
+/** One command-line option. */
+export interface OptionSpec {
+  /** Long name without dashes, e.g. `socket-path`. */
+  readonly long: string;
+  /** Single-letter short name, if any. */
+  readonly short?: string;
+  /** `value` takes an argument; `flag` does not. */
+  readonly kind: "value" | "flag";
+  /** May be given more than once (values collect in order). */
+  readonly multiple?: boolean;
+  /** Placeholder in help, e.g. `SOCKET`. */
+  readonly valueName?: string;
+  /** One line of help. */
+  readonly help: string;
+  /** Default shown in help and used when absent. */
+  readonly defaultValue?: string;
+  /** Must be given. */
+  readonly required?: boolean;
+}
+
+/** A program's command line. */
+export interface CommandSpec {
+  /** Binary name, e.g. `vhost-device-rng`. */
+  readonly name: string;
+  /** One-line description. */
+  readonly about: string;
+  /** Its options (`--help` and `--version` are added). */
+  readonly options: readonly OptionSpec[];
+  /** Options that may not be combined, by long name. */
+  readonly conflicts?: readonly (readonly [string, string])[];
+}
+
+/** Parsed options by long name: strings, booleans, or string lists for `multiple`. */
+export type ParsedOptions = Record<string, string | boolean | string[] | undefined>;
+
+/** A command-line mistake; printed as one line, exit status 2 (as clap). */
+export class UsageError extends Error {
+  /** Describes the mistake. */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** The options every daemon shares for logging. */
+export const LOG_OPTIONS: readonly OptionSpec[] = [
+  {
+    long: "log-level",
+    kind: "value",
+    valueName: "LEVEL",
+    help: "Log level: off, error, warn, info, debug or trace (overrides RUST_LOG)",
+  },
+];
+
+/** Socket options shared by the daemons: `-s/--socket-path`, `--socket-fd`, `-c/--socket-count`. */
+export const SOCKET_OPTIONS: readonly OptionSpec[] = [
+  {
+    long: "socket-path",
+    short: "s",
+    kind: "value",
+    valueName: "SOCKET",
+    help: "vhost-user Unix socket path",
+  },
+  {
+    long: "socket-fd",
+    kind: "value",
+    valueName: "FD",
+    help: "Serve an inherited listening socket (systemd socket activation) instead of a path",
+  },
+  {
+    long: "socket-count",
+    short: "c",
+    kind: "value",
+    valueName: "COUNT",
+    defaultValue: "1",
+    help: "Number of guests (sockets) to serve",
+  },
+];
+
+/**
+ * Where to listen, from {@link SOCKET_OPTIONS}. With `indexed`, `--socket-path`
+ * is a prefix completed by the instance number (see `socketPaths`).
+ */
+export function listenAddresses(
+  parsed: ParsedOptions,
+  options: { indexed: boolean },
+): ListenAddress[] {
+  const count = parseInteger(String(parsed["socket-count"] ?? "1"), {
+    option: "socket-count",
+    min: 1,
+    max: 64,
+  });
+  const path = parsed["socket-path"];
+  const fd = parsed["socket-fd"];
+  if (typeof fd === "string") {
+    if (path !== undefined) throw new UsageError("--socket-fd cannot be used with --socket-path");
+    if (count !== 1) {
+      throw new UsageError("--socket-fd serves one socket: --socket-count must be 1");
+    }
+    return [{ fd: parseInteger(fd, { option: "socket-fd", min: 0, max: 65535 }) }];
+  }
+  if (typeof path !== "string") {
+    throw new UsageError("the option --socket-path (or --socket-fd) is required");
+  }
+  if (!options.indexed && count !== 1) {
+    throw new UsageError("--socket-count must be 1 for this device");
+  }
+  return socketPaths(path, { count, indexed: options.indexed }).map((p) => ({ path: p }));
+}
+
+/**
+ * Parses `args`. Returns `"help"` or `"version"` when those were asked for.
+ * Throws {@link UsageError} for unknown or malformed options.
+ */
+export function parseCommandLine(
+  args: readonly string[],
+  spec: CommandSpec,
+): ParsedOptions | "help" | "version" {
+  const options: Record<
+    string,
+    { type: "string" | "boolean"; short?: string; multiple?: boolean }
+  > = {
+    help: { type: "boolean", short: "h" },
+    version: { type: "boolean", short: "V" },
+  };
+  for (const option of spec.options) {
+    options[option.long] = {
+      type: option.kind === "value" ? "string" : "boolean",
+      ...(option.short ? { short: option.short } : {}),
+      ...(option.multiple ? { multiple: true } : {}),
+    };
+  }
+  let values: ParsedOptions;
+  try {
+    values = parseArgs({ args: [...args], options, strict: true, allowPositionals: false })
+      .values as ParsedOptions;
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message.split("\n")[0] : String(error));
+  }
+  if (values.help) return "help";
+  if (values.version) return "version";
+  for (const option of spec.options) {
+    if (values[option.long] === undefined && option.defaultValue !== undefined) {
+      values[option.long] = option.defaultValue;
+    }
+    if (option.required && values[option.long] === undefined) {
+      throw new UsageError(`the option --${option.long} is required`);
+    }
+  }
+  for (const [a, b] of spec.conflicts ?? []) {
+    if (args.some((x) => isOption(x, spec, a)) && args.some((x) => isOption(x, spec, b))) {
+      throw new UsageError(`--${a} cannot be used with --${b}`);
+    }
+  }
+  return values;
+}
+
+function isOption(arg: string, spec: CommandSpec, long: string): boolean {
+  const short = spec.options.find((o) => o.long === long)?.short;
+  return arg === `--${long}` || arg.startsWith(`--${long}=`) ||
+    (short !== undefined && arg.startsWith(`-${short}`));
+}
+
+/** `--help` text built from the option definitions. */
+export function renderHelp(spec: CommandSpec): string {
+  const rows = [
+    ...spec.options,
+    { long: "help", short: "h", kind: "flag", help: "Print help" } as const,
+    {
+      long: "version",
+      short: "V",
+      kind: "flag",
+      help: "Print version",
+    } as const,
+  ].map((o: OptionSpec) => {
+    const names = `${o.short ? `-${o.short}, ` : "    "}--${o.long}${
+      o.kind === "value" ? ` <${o.valueName ?? "VALUE"}>` : ""
+    }`;
+    const extra = o.defaultValue !== undefined ? ` [default: ${o.defaultValue}]` : "";
+    return { names, text: o.help + extra };
+  });
+  const width = Math.max(...rows.map((r) => r.names.length)) + 2;
+  const required = spec.options.filter((o) => o.required).map((o) =>
+    `--${o.long} <${o.valueName ?? "VALUE"}>`
+  );
+  return [
+    spec.about,
+    "",
+    `Usage: ${spec.name} [OPTIONS]${required.length ? " " + required.join(" ") : ""}`,
+    "",
+    "Options:",
+    ...rows.map((r) => `  ${r.names.padEnd(width)}${r.text}`),
+    "",
+    "Environment:",
+    "  RUST_LOG  Log filter, as env_logger reads it (e.g. info, or vhost_device_rng=debug)",
+    "",
+  ].join("\n");
+}
+
+/**
+ * An integer option's value, checked against `[min, max]`. Throws
+ * {@link UsageError} naming the option.
+ */
+export function parseInteger(
+  value: string,
+  options: { option: string; min?: number; max?: number },
+): number {
+  const text = value.trim();
+  const n = /^[0-9]+$/.test(text) ? Number(text) : /^0x[0-9a-f]+$/i.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(n)) {
+    throw new UsageError(`invalid value '${value}' for --${options.option}: not a number`);
+  }
+  if (options.min !== undefined && n < options.min) {
+    throw new UsageError(
+      `invalid value '${value}' for --${options.option}: must be at least ${options.min}`,
+    );
+  }
+  if (options.max !== undefined && n > options.max) {
+    throw new UsageError(
+      `invalid value '${value}' for --${options.option}: must be at most ${options.max}`,
+    );
+  }
+  return n;
+}
+
+/**
+ * The daemon's logger: `--log-level` if given, else `RUST_LOG`, else
+ * `fallback` (env_logger's default is `error`).
+ */
+export function loggerFor(target: string, options: { flag?: string; fallback?: Level }): Logger {
+  const fallback = options.fallback ?? "error";
+  if (options.flag !== undefined) {
+    if (!isLevel(options.flag)) {
+      throw new UsageError(`invalid value '${options.flag}' for --log-level`);
+    }
+    return new Logger(target, { level: options.flag.toLowerCase() as Level });
+  }
+  let filter = "";
+  try {
+    filter = Deno.env.get("RUST_LOG") ?? "";
+  } catch {
+    // Without --allow-env the default applies.
+  }
+  return new Logger(target, { level: levelFor(filter, { target, fallback }) });
+}
+
+/**
+ * Runs a daemon's `main`: prints help or version, turns a {@link UsageError}
+ * into one line and exit status 2, any other startup failure into one line
+ * and exit status 1, never a stack trace.
+ */
+export async function runMain(
+  spec: CommandSpec,
+  main: (options: ParsedOptions) => Promise<void>,
+): Promise<never> {
+  let status = 0;
+  try {
+    const parsed = parseCommandLine(Deno.args, spec);
+    if (parsed === "help") console.log(renderHelp(spec));
+    else if (parsed === "version") console.log(`${spec.name} ${VERSION}`);
+    else await main(parsed);
+  } catch (error) {
+    status = error instanceof UsageError ? 2 : 1;
+    const message = error instanceof Error ? error.message : String(error);
+    Deno.stderr.writeSync(new TextEncoder().encode(`${spec.name}: error: ${message}\n`));
+  }
+  Deno.exit(status);
+}

@@ -1,0 +1,173 @@
+/**
+ * The event loop: one epoll set holding every fd the daemon waits on
+ * (listening sockets, front-end connections, kick eventfds, device host fds,
+ * timerfds).
+ *
+ * Two ways to wait. While busy it blocks in epoll_wait synchronously: at
+ * queue depth 1 each request arrives while the loop waits, and a synchronous
+ * wait wakes in the kernel's time, where a promise-based (nonblocking FFI)
+ * wait adds a thread hop per request (docs/architecture.md has the figures).
+ * After {@link HOT_WAIT_MS} without events, at least every
+ * {@link YIELD_INTERVAL_MS} under load, and whenever promises it tracks are
+ * pending, it waits on a helper thread instead, which leaves Deno's own loop
+ * free to run signal listeners and promise continuations. {@link stop}
+ * signals an eventfd in the set, so even an idle wait ends at once.
+ *
+ * @module
+ */
+
+import {
+  armTimerFd,
+  close,
+  createEventFd,
+  createTimerFd,
+  drainEventFd,
+  Epoll,
+  EPOLLIN,
+  signalEventFd,
+} from "../ffi/mod.ts";
+import type { Logger } from "./log.ts";
+
+/** Called with the epoll flags (EPOLLIN, EPOLLHUP…) when a watched fd is ready. */
+export type ReadyHandler = (flags: number) => void;
+
+/** How long a synchronous wait lasts before the loop counts as idle. */
+export const HOT_WAIT_MS = 5;
+/** Longest time without letting Deno's loop turn while busy. */
+export const YIELD_INTERVAL_MS = 10;
+
+const WAKE_TOKEN = 0;
+
+/** A one-shot timer on the loop. */
+export interface Timer {
+  /** Cancels the timer if it has not fired. */
+  cancel(): void;
+}
+
+/** The daemon's single-threaded event loop. */
+export class EventLoop {
+  readonly #epoll = new Epoll(64);
+  readonly #handlers = new Map<number, { fd: number; handler: ReadyHandler }>();
+  readonly #fdTokens = new Map<number, number>();
+  readonly #log: Logger;
+  readonly #wakeFd = createEventFd();
+  #nextToken = 1;
+  #pending = 0;
+  #running = false;
+  #stopping = false;
+
+  /** A loop that reports handler failures to `log`. */
+  constructor(log: Logger) {
+    this.#log = log;
+    this.#epoll.add(this.#wakeFd, EPOLLIN, WAKE_TOKEN);
+  }
+
+  /** Calls `handler` whenever `fd` is ready for `events` (default EPOLLIN). */
+  watch(fd: number, handler: ReadyHandler, events: number = EPOLLIN): void {
+    const token = this.#nextToken++;
+    this.#epoll.add(fd, events, token);
+    this.#handlers.set(token, { fd, handler });
+    this.#fdTokens.set(fd, token);
+  }
+
+  /** Changes the events a watched fd waits for (e.g. adding EPOLLOUT). */
+  rewatch(fd: number, events: number): void {
+    const token = this.#fdTokens.get(fd);
+    if (token !== undefined) this.#epoll.modify(fd, events, token);
+  }
+
+  /** Stops watching `fd`. Events already collected for it are dropped. */
+  unwatch(fd: number): void {
+    const token = this.#fdTokens.get(fd);
+    if (token === undefined) return;
+    this.#fdTokens.delete(fd);
+    this.#handlers.delete(token);
+    this.#epoll.remove(fd);
+  }
+
+  /** Whether `fd` is watched. */
+  watching(fd: number): boolean {
+    return this.#fdTokens.has(fd);
+  }
+
+  /** Runs `callback` once after `delayMs`, as a timerfd in the epoll set. */
+  setTimer(delayMs: number, callback: () => void): Timer {
+    const fd = createTimerFd();
+    const cancel = () => {
+      if (!this.watching(fd)) return;
+      this.unwatch(fd);
+      close(fd);
+    };
+    this.watch(fd, () => {
+      drainEventFd(fd);
+      cancel();
+      callback();
+    });
+    armTimerFd(fd, Math.max(delayMs, 0.001));
+    return { cancel };
+  }
+
+  /**
+   * Tracks a promise (nonblocking FFI, a worker's reply): while any is
+   * pending the loop waits at most 1 ms so its continuation runs promptly.
+   */
+  track<T>(promise: Promise<T>): Promise<T> {
+    this.#pending++;
+    return promise.finally(() => this.#pending--);
+  }
+
+  /** Makes {@link run} return after the current pass, waking an idle wait. */
+  stop(): void {
+    this.#stopping = true;
+    signalEventFd(this.#wakeFd);
+  }
+
+  /** Serves events until {@link stop}. */
+  async run(): Promise<void> {
+    if (this.#running) throw new Error("event loop is already running");
+    this.#running = true;
+    this.#stopping = false;
+    let hot = false;
+    let lastYield = performance.now();
+    try {
+      while (!this.#stopping) {
+        let ready: number;
+        if (hot && this.#pending === 0 && performance.now() - lastYield < YIELD_INTERVAL_MS) {
+          ready = this.#epoll.wait(HOT_WAIT_MS);
+          hot = ready > 0;
+        } else {
+          ready = await this.#epoll.waitAsync(hot ? 0 : -1);
+          lastYield = performance.now();
+          hot = true;
+        }
+        for (let i = 0; i < ready; i++) {
+          this.#dispatch(this.#epoll.eventToken(i), this.#epoll.eventFlags(i));
+        }
+      }
+    } finally {
+      this.#running = false;
+    }
+  }
+
+  /** Closes the epoll set. Watched fds stay open: their owners close them. */
+  close(): void {
+    this.#epoll.close();
+    close(this.#wakeFd);
+  }
+
+  #dispatch(token: number, flags: number): void {
+    if (token === WAKE_TOKEN) {
+      drainEventFd(this.#wakeFd);
+      return;
+    }
+    const entry = this.#handlers.get(token);
+    if (!entry) return;
+    try {
+      entry.handler(flags);
+    } catch (error) {
+      this.#log.error(
+        `handler for fd ${entry.fd} failed: ${error instanceof Error ? error.stack : error}`,
+      );
+    }
+  }
+}
