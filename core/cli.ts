@@ -148,8 +148,10 @@ export function parseCommandLine(
   }
   let values: ParsedOptions;
   try {
-    values = parseArgs({ args: [...args], options, strict: true, allowPositionals: false })
-      .values as ParsedOptions;
+    // A plain object: parseArgs returns one without a prototype.
+    values = {
+      ...parseArgs({ args: [...args], options, strict: true, allowPositionals: false }).values,
+    };
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message.split("\n")[0] : String(error));
   }

@@ -42,6 +42,9 @@ report() {
 }
 
 mkdir -p "$kit"
+# Test files running in parallel may all ask for the kit at once.
+exec 9>"$kit/.lock"
+flock 9
 if done_step all; then
   report
   exit 0
@@ -52,9 +55,17 @@ fi
 # Pin every kernel package to the one linux-6.12 version in bookworm-backports
 # so that image, headers and source match.
 if ! done_step resolve; then
-  version=$(apt-cache madison linux-source-6.12 |
-    awk -F' [|] ' '$3 ~ / bookworm-backports\// {print $2; exit}')
-  [[ -n $version ]] || die "linux-source-6.12 not found in bookworm-backports (apt-get update?)"
+  backports_version() {
+    apt-cache madison linux-source-6.12 |
+      awk -F' [|] ' '$3 ~ / bookworm-backports\// {print $2; exit}'
+  }
+  version=$(backports_version)
+  # The source may be configured while its package lists are not fetched yet.
+  if [[ -z $version ]]; then
+    run apt-get update
+    version=$(backports_version)
+  fi
+  [[ -n $version ]] || die "linux-source-6.12 not found in bookworm-backports"
   abi=$(apt-cache show "linux-headers-amd64=$version" |
     sed -n 's/^Depends: linux-headers-\(.*\)-amd64 .*/\1/p' | head -n 1)
   [[ -n $abi ]] || die "cannot find the kernel ABI of linux-headers-amd64=$version"
@@ -73,16 +84,17 @@ fi
 kver=$abi-amd64
 moddir=$kit/lib/modules/$kver
 
-if ! done_step download; then
+# The stamp lives with the .debs, which are deleted once the kit is complete.
+if [[ ! -e $scratch/debs/.stamp ]]; then
   rm -rf "$scratch/debs"
   download "$image=$version" "linux-headers-$abi-amd64=$version" \
     "linux-headers-$abi-common=$version" "linux-kbuild-$abi=$version" \
     "linux-source-6.12=$version" busybox-static
-  mark download
+  touch "$scratch/debs/.stamp"
 fi
 
 if ! done_step kernel; then
-  rm -rf "$scratch/image" "$kit/lib" "$kit/vmlinuz" "$kit/config"
+  rm -rf "$scratch/image" "${kit:?}/lib" "$kit/vmlinuz" "$kit/config"
   run dpkg-deb -x "$(deb_of "$image")" "$scratch/image"
   cp "$scratch/image/boot/vmlinuz-$kver" "$kit/vmlinuz"
   cp "$scratch/image/boot/config-$kver" "$kit/config"
@@ -107,10 +119,14 @@ fi
 if ! done_step extra; then
   # Build only what Debian's kernel lacks.
   sources=()
-  grep -Eq '^CONFIG_GPIO_VIRTIO=[ym]' "$kit/config" ||
-    sources+=(drivers/gpio/gpio-virtio.c)
-  grep -Eq '^CONFIG_I2C_VIRTIO=[ym]' "$kit/config" ||
-    sources+=(drivers/i2c/busses/i2c-virtio.c)
+  for pair in GPIO_VIRTIO:drivers/gpio/gpio-virtio.c \
+    I2C_VIRTIO:drivers/i2c/busses/i2c-virtio.c; do
+    if setting=$(grep -E "^CONFIG_${pair%%:*}=[ym]" "$kit/config"); then
+      echo "using Debian's ${pair##*/} ($setting)"
+    else
+      sources+=("${pair#*:}")
+    fi
+  done
   rm -rf "$moddir/extra" "$scratch/headers" "$scratch/src"
   mkdir -p "$moddir/extra"
   if [[ ${#sources[@]} -gt 0 ]]; then

@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # Installs QEMU >= 10 (from bookworm-backports) and the host tools the e2e
-# guest rig needs. Idempotent; runs as root on a fresh Debian bookworm machine.
+# guest rig needs, and leaves bookworm-backports configured (the guest kernel
+# comes from there too). Idempotent; runs as root on a fresh Debian bookworm.
 set -euo pipefail
 
 die() {
   echo "install_qemu.sh: $*" >&2
   exit 1
 }
-
-[[ $(id -u) -eq 0 ]] || die "must run as root"
 
 export DEBIAN_FRONTEND=noninteractive
 # Host tools from bookworm: cpio/gzip/xz pack the initramfs, kmod runs depmod,
@@ -52,6 +51,10 @@ main_source() {
   die "no Debian mirror found in /etc/apt/sources.list{,.d}"
 }
 
+# Parallel callers would otherwise fight over apt's lock.
+exec 9>/tmp/vhost-device-deno-install.lock
+flock 9
+
 missing=()
 for pkg in "${host_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' ||
@@ -59,10 +62,12 @@ for pkg in "${host_packages[@]}"; do
 done
 major=$(qemu_major)
 need_qemu=$([[ ${major:-0} -ge 10 ]] && echo no || echo yes)
-[[ $need_qemu == no && ${#missing[@]} -eq 0 ]] && exit 0
+[[ $need_qemu == no && ${#missing[@]} -eq 0 && -f $backports ]] && exit 0
+[[ $(id -u) -eq 0 ]] || die "must run as root to install QEMU and host tools"
 
 if [[ ! -f $backports ]]; then
-  read -r uri key < <(main_source)
+  source_line=$(main_source)
+  read -r uri key <<<"$source_line"
   cat >"$backports" <<SOURCES
 Types: deb
 URIs: $uri

@@ -80,6 +80,7 @@ Deno.test("each payload layout decodes to its typed message", () => {
   assert.deepEqual(dec(R.SET_MEM_TABLE, encodeMemoryTable([region]), [5]), {
     kind: "SET_MEM_TABLE",
     regions: [region],
+    fds: [5],
   });
   assert.deepEqual(dec(R.ADD_MEM_REG, encodeSingleRegion(region), [5]), {
     kind: "ADD_MEM_REG",

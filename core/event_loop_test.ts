@@ -1,0 +1,57 @@
+import assert from "node:assert/strict";
+import { close, createEventFd, drainEventFd, signalEventFd } from "../ffi/mod.ts";
+import { EventLoop } from "./event_loop.ts";
+import { Logger } from "./log.ts";
+
+const quiet = (lines: string[] = []) =>
+  new Logger("loop", { level: "error", sink: (l) => lines.push(l) });
+
+Deno.test("the loop dispatches ready fds, survives a throwing handler, and stops", async () => {
+  const lines: string[] = [];
+  const loop = new EventLoop(quiet(lines));
+  const a = createEventFd();
+  const b = createEventFd();
+  const seen: string[] = [];
+  loop.watch(a, () => {
+    drainEventFd(a);
+    seen.push("a");
+    throw new Error("boom");
+  });
+  loop.watch(b, () => {
+    drainEventFd(b);
+    seen.push("b");
+    loop.stop();
+  });
+  signalEventFd(a);
+  loop.setTimer(20, () => signalEventFd(b));
+  await loop.run();
+  assert.deepEqual(seen, ["a", "b"]);
+  assert.match(lines[0], /handler for fd \d+ failed: Error: boom/);
+  loop.unwatch(a);
+  loop.unwatch(b);
+  loop.close();
+  close(a);
+  close(b);
+});
+
+Deno.test("promises and Deno timers still run while the loop waits", async () => {
+  const loop = new EventLoop(quiet());
+  let resolved = false;
+  void loop.track(new Promise((r) => setTimeout(r, 10))).then(() => {
+    resolved = true;
+    loop.stop();
+  });
+  await loop.run();
+  assert.ok(resolved);
+  loop.close();
+});
+
+Deno.test("a cancelled timer never fires", async () => {
+  const loop = new EventLoop(quiet());
+  let fired = false;
+  loop.setTimer(5, () => fired = true).cancel();
+  loop.setTimer(30, () => loop.stop());
+  await loop.run();
+  assert.ok(!fired);
+  loop.close();
+});
