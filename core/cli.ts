@@ -149,9 +149,8 @@ export function parseCommandLine(
   let values: ParsedOptions;
   try {
     // A plain object: parseArgs returns one without a prototype.
-    values = {
-      ...parseArgs({ args: [...args], options, strict: true, allowPositionals: false }).values,
-    };
+    const parsed = parseArgs({ args: [...args], options, strict: true, allowPositionals: false });
+    values = { ...parsed.values } as ParsedOptions;
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message.split("\n")[0] : String(error));
   }
