@@ -24,6 +24,14 @@ export function ringSizes(size: number): { desc: number; avail: number; used: nu
   return { desc: 16 * size, avail: 6 + 2 * size, used: 6 + 8 * size };
 }
 
+/**
+ * `vring_need_event` (§2.7.10): whether moving the index from `oldIdx` to
+ * `newIdx` passed `eventIdx`, in 16-bit arithmetic.
+ */
+export function vringNeedEvent(eventIdx: number, newIdx: number, oldIdx: number): boolean {
+  return ((newIdx - eventIdx - 1) & 0xffff) < ((newIdx - oldIdx) & 0xffff);
+}
+
 /** Everything a {@link SplitQueue} needs, resolved and checked by its owner. */
 export interface SplitQueueOptions {
   /** Queue index, for log lines. */
@@ -218,8 +226,7 @@ export class SplitQueue {
     const since = this.#signalledUsed ?? old;
     const first = this.#signalledUsed === null;
     this.#signalledUsed = now;
-    // vring_need_event(): notify iff used_event lies in [since, now).
-    return first || ((now - usedEvent - 1) & 0xffff) < ((now - since) & 0xffff);
+    return first || vringNeedEvent(usedEvent, now, since);
   }
 
   #reject(head: number, reason: string): void {

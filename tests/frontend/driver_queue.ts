@@ -12,39 +12,20 @@
  * @module
  */
 
+import { fullFence } from "../../core/virtio/fence.ts";
+import {
+  MAX_QUEUE_SIZE,
+  VIRTQ_AVAIL_F_NO_INTERRUPT,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  VIRTQ_USED_F_NO_NOTIFY,
+} from "../../core/virtio/features.ts";
+import { vringNeedEvent } from "../../core/virtio/split_queue.ts";
 import type { DriverMemory } from "./driver_memory.ts";
-
-/** `VIRTQ_DESC_F_NEXT`: the chain continues at `next` (§2.7.5). */
-export const VIRTQ_DESC_F_NEXT = 1;
-/** `VIRTQ_DESC_F_WRITE`: the buffer is device-writable (§2.7.5). */
-export const VIRTQ_DESC_F_WRITE = 2;
-/** `VIRTQ_DESC_F_INDIRECT`: the buffer is a table of descriptors (§2.7.5.3). */
-export const VIRTQ_DESC_F_INDIRECT = 4;
-/** `VIRTQ_AVAIL_F_NO_INTERRUPT` in `avail.flags` (§2.7.6). */
-export const VIRTQ_AVAIL_F_NO_INTERRUPT = 1;
-/** `VIRTQ_USED_F_NO_NOTIFY` in `used.flags` (§2.7.8). */
-export const VIRTQ_USED_F_NO_NOTIFY = 1;
-/** Largest split queue size (§2.7). */
-export const MAX_QUEUE_SIZE = 32768;
 
 const DESC_SIZE = 16;
 const MIN_BUFFER_CLASS = 64;
-
-// One cell to emit a LOCK-prefixed instruction: a full fence on x86-64.
-const fenceCell = new Int32Array(new SharedArrayBuffer(4));
-
-/** A full memory barrier (`virtio_mb`). */
-export function fullFence(): void {
-  Atomics.add(fenceCell, 0, 0);
-}
-
-/**
- * `vring_need_event` (§2.7.10 / Linux virtio_ring.h): whether moving an index
- * from `oldIdx` to `newIdx` crossed `eventIdx`, in 16-bit arithmetic.
- */
-export function vringNeedEvent(eventIdx: number, newIdx: number, oldIdx: number): boolean {
-  return ((newIdx - eventIdx - 1) & 0xffff) < ((newIdx - oldIdx) & 0xffff);
-}
 
 /** Byte offsets of the three parts of a split ring from its start. */
 export interface SplitRingLayout {
@@ -177,6 +158,7 @@ export class DriverQueue {
   readonly #pool = new Map<number, number[]>();
   #freeHead = 0;
   #numFree = 0;
+  #inFlightCount = 0;
   #availShadow = 0;
   #published = 0;
   #numAdded = 0;
@@ -215,7 +197,7 @@ export class DriverQueue {
 
   /** Chains added and not yet returned. */
   get inFlight(): number {
-    return this.#inFlight.reduce((n, c) => n + (c ? 1 : 0), 0);
+    return this.#inFlightCount;
   }
 
   /** The driver's next available index (including unpublished additions). */
@@ -242,6 +224,7 @@ export class DriverQueue {
     }
     this.#freeHead = 0;
     this.#numFree = this.size;
+    this.#inFlightCount = 0;
     this.#availShadow = 0;
     this.#published = 0;
     this.#numAdded = 0;
@@ -335,6 +318,7 @@ export class DriverQueue {
     }
     this.#numFree -= needed;
     this.#inFlight[head] = { count: needed, buffers, writable };
+    this.#inFlightCount++;
     this.rawPushAvail(head);
     return head;
   }
@@ -516,6 +500,7 @@ export class DriverQueue {
     this.#freeHead = head;
     this.#numFree += chain.count;
     this.#inFlight[head] = undefined;
+    this.#inFlightCount--;
     for (const b of chain.buffers) this.#release(b);
   }
 

@@ -216,7 +216,10 @@ interface Notifiers {
   readonly callWaiter: FdWaiter;
 }
 
-/** A vhost-user front-end connected to one back-end socket. */
+/**
+ * A vhost-user front-end connected to one back-end socket. After any error
+ * the stream may be out of step (a late reply); close the connection.
+ */
 export class VhostUserFrontend {
   /** The connected socket. */
   readonly fd: number;
@@ -264,6 +267,11 @@ export class VhostUserFrontend {
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
     }
+  }
+
+  /** The features the back-end offered in the last GET_FEATURES. */
+  get backendFeatures(): bigint {
+    return this.#offeredFeatures;
   }
 
   /** Protocol features acked with SET_PROTOCOL_FEATURES. */
@@ -679,8 +687,8 @@ export class VhostUserFrontend {
    */
   waitForCall(q: number, timeoutMs: number): boolean {
     const n = this.#notifiersOf(q);
-    if (drainEventFd(n.call) > 0) return true;
     const deadline = performance.now() + timeoutMs;
+    // epoll first: it returns at once if already signalled, saving a read that would fail.
     while (n.callWaiter.wait(EPOLLIN, deadline)) {
       if (drainEventFd(n.call) > 0) return true;
     }

@@ -6,6 +6,8 @@
  *
  * @example
  * ```ts
+ * import { DriverMemory, DriverQueue, VhostUserFrontend } from "./mod.ts";
+ *
  * const memory = new DriverMemory({ size: 4 << 20 });
  * const queue = new DriverQueue(memory, { size: 256, eventIdx: true });
  * const frontend = await VhostUserFrontend.connect("/tmp/echo.sock");
@@ -16,6 +18,10 @@
  * if (queue.needsKick()) frontend.kick(0);
  * frontend.waitForCall(0, 1000);
  * const [used] = queue.takeUsed();
+ * console.log(used.length, used.data);
+ * frontend.stop();
+ * frontend.close();
+ * memory.close();
  * ```
  *
  * @module
