@@ -1,0 +1,239 @@
+/**
+ * The core end to end through real processes: the TypeScript front-end
+ * drives the echo device's daemon over a real socket, real memfd guest RAM
+ * and real eventfds.
+ */
+import assert from "node:assert/strict";
+import { bit, ProtocolFeature as P } from "../../core/protocol/constants.ts";
+import {
+  VIRTIO_F_VERSION_1,
+  VIRTIO_RING_F_EVENT_IDX,
+  VIRTIO_RING_F_INDIRECT_DESC,
+} from "../../core/virtio/features.ts";
+import { BackendRequest } from "../../core/protocol/constants.ts";
+import { FILL_BYTE } from "../echo_device/device.ts";
+import { DriverMemory, DriverQueue, VhostUserFrontend } from "../frontend/mod.ts";
+import { DaemonProcess, socketDir } from "./daemon_process.ts";
+
+const ECHO = new URL("../echo_device/main.ts", import.meta.url).pathname;
+const FEATURES = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_INDIRECT_DESC) |
+  bit(VIRTIO_RING_F_EVENT_IDX);
+const encoder = new TextEncoder();
+
+async function withEcho(
+  fn: (daemon: DaemonProcess, path: string) => Promise<void>,
+  args: string[] = [],
+): Promise<void> {
+  const dir = socketDir();
+  const path = `${dir}/echo.sock`;
+  const daemon = await DaemonProcess.start(ECHO, {
+    args: ["--socket-path", path, "--log-level", "debug", ...args],
+    waitFor: [path],
+  });
+  try {
+    await fn(daemon, path);
+  } catch (error) {
+    console.error(`daemon log:\n${daemon.log}`);
+    throw error;
+  } finally {
+    await daemon.stop();
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
+
+/** A started session: memory in two regions, one queue placed in the second. */
+async function session(
+  path: string,
+  options: { eventIdx?: boolean; size?: number; memoryUpdate?: "table" } = {},
+) {
+  const frontend = await VhostUserFrontend.connect(path);
+  const memory = new DriverMemory({ size: 4 << 20, split: { at: 2 << 20 } });
+  const queue = new DriverQueue(memory, {
+    size: options.size ?? 256,
+    eventIdx: options.eventIdx ?? true,
+    region: 1,
+  });
+  const init = frontend.init();
+  const features = FEATURES & (options.eventIdx === false ? ~bit(VIRTIO_RING_F_EVENT_IDX) : ~0n);
+  frontend.start({ memory, queues: [queue], features, memoryUpdate: options.memoryUpdate });
+  return {
+    frontend,
+    memory,
+    queue,
+    init,
+    close() {
+      frontend.close();
+      memory.close();
+    },
+  };
+}
+
+function roundTrip(
+  s: Awaited<ReturnType<typeof session>>,
+  chain: Parameters<DriverQueue["add"]>[0],
+) {
+  s.queue.add(chain);
+  s.queue.publish();
+  if (s.queue.needsKick()) s.frontend.kick(0);
+  assert.ok(s.frontend.waitForCall(0, 5000), "the device answered");
+  const used = s.queue.takeUsed();
+  assert.equal(used.length, 1);
+  return used[0];
+}
+
+Deno.test("echo: negotiation, echo through direct and indirect chains, stop and restart", async () => {
+  await withEcho(async (_daemon, path) => {
+    const s = await session(path);
+    assert.equal(s.init.queueNum, 1);
+    assert.equal(s.init.maxMemSlots, 509);
+    assert.equal(s.init.features & FEATURES, FEATURES);
+    assert.ok(s.init.protocolFeatures & bit(P.REPLY_ACK));
+    const hello = roundTrip(s, {
+      readable: [encoder.encode("hello, "), encoder.encode("world")],
+      writable: [8, 8],
+    });
+    assert.equal(new TextDecoder().decode(hello.data), "hello, world");
+    const indirect = roundTrip(s, {
+      readable: [encoder.encode("abc")],
+      writable: [3],
+      indirect: true,
+    });
+    assert.equal(new TextDecoder().decode(indirect.data), "abc");
+    const fill = roundTrip(s, { readable: [], writable: [64] });
+    assert.equal(fill.length, 64);
+    assert.ok(fill.data.every((b) => b === FILL_BYTE));
+    const [base] = s.frontend.stop();
+    assert.equal(base, 3);
+    s.frontend.start({ memory: s.memory, queues: [s.queue], features: FEATURES });
+    assert.equal(roundTrip(s, { readable: [encoder.encode("again")], writable: [5] }).length, 5);
+    s.close();
+  });
+});
+
+Deno.test("echo: without EVENT_IDX, with SET_MEM_TABLE instead of ADD_MEM_REG", async () => {
+  await withEcho(async (_daemon, path) => {
+    const s = await session(path, { eventIdx: false, memoryUpdate: "table" });
+    for (let i = 0; i < 100; i++) {
+      assert.equal(roundTrip(s, { readable: [new Uint8Array([i])], writable: [1] }).data[0], i);
+    }
+    s.close();
+  });
+});
+
+Deno.test("echo: 20,000 requests at depth 64 with EVENT_IDX never lose a wake-up", async () => {
+  await withEcho(async (_daemon, path) => {
+    const s = await session(path, { size: 128 });
+    let sent = 0;
+    let done = 0;
+    const total = 20_000;
+    while (done < total) {
+      while (sent < total && s.queue.inFlight < 64) {
+        s.queue.add({ readable: [new Uint8Array([sent & 0xff])], writable: [1] });
+        sent++;
+      }
+      s.queue.publish();
+      if (s.queue.needsKick()) s.frontend.kick(0);
+      for (;;) {
+        const used = s.queue.takeUsed();
+        done += used.length;
+        if (used.length > 0 || done === total) break;
+        assert.ok(s.frontend.waitForCall(0, 5000), `stalled after ${done} of ${total}`);
+      }
+    }
+    s.close();
+  }, ["--log-level", "info"]);
+});
+
+Deno.test("echo: the daemon serves a new front-end after each hang-up, without leaking fds", async () => {
+  await withEcho(async (daemon, path) => {
+    const warm = await session(path);
+    roundTrip(warm, { readable: [new Uint8Array([1])], writable: [1] });
+    warm.close();
+    await daemon.waitForLog(/waiting for a front-end/);
+    const baseline = daemon.fdCount();
+    for (let i = 0; i < 10; i++) {
+      const s = await session(path);
+      roundTrip(s, { readable: [new Uint8Array([i])], writable: [1] });
+      s.close();
+      await daemon.waitForLog(new RegExp(`(waiting for a front-end[\\s\\S]*){${i + 2}}`));
+    }
+    assert.equal(daemon.fdCount(), baseline);
+  }, ["--log-level", "info"]);
+});
+
+Deno.test("echo: a second front-end is refused while one is connected", async () => {
+  await withEcho(async (daemon, path) => {
+    const s = await session(path);
+    const second = await VhostUserFrontend.connect(path, { timeoutMs: 500 });
+    assert.ok(second.waitForHangUp(2000));
+    second.close();
+    await daemon.waitForLog(/already connected; refusing another/);
+    roundTrip(s, { readable: [new Uint8Array([7])], writable: [1] });
+    s.close();
+  });
+});
+
+Deno.test("echo: config space reads, writes and the config-change message", async () => {
+  await withEcho(async (_daemon, path) => {
+    const s = await session(path);
+    s.frontend.setBackendReqFd();
+    roundTrip(s, { readable: [new Uint8Array([1])], writable: [1] });
+    const config = new DataView(s.frontend.getConfig(0, 8).buffer);
+    assert.equal(config.getUint32(0, true), 1);
+    s.frontend.setConfig(4, new Uint8Array([1, 2, 3, 4]));
+    const message = s.frontend.readBackendRequest(2000);
+    assert.equal(message?.request, BackendRequest.CONFIG_CHANGE_MSG);
+    assert.deepEqual([...s.frontend.getConfig(4, 4)], [1, 2, 3, 4]);
+    assert.throws(() => s.frontend.setConfig(0, new Uint8Array(4)), /non-zero|ack/i);
+    s.close();
+  });
+});
+
+Deno.test("echo: status, RESET_DEVICE and a fresh start on the same connection", async () => {
+  await withEcho(async (_daemon, path) => {
+    const s = await session(path);
+    assert.equal(s.frontend.getStatus() & 4, 4, "DRIVER_OK");
+    s.frontend.stop();
+    s.frontend.resetDevice();
+    s.queue.reset();
+    s.frontend.start({ memory: s.memory, queues: [s.queue], features: FEATURES });
+    assert.equal(roundTrip(s, { readable: [new Uint8Array([9])], writable: [1] }).data[0], 9);
+    s.close();
+  });
+});
+
+Deno.test("echo: SIGTERM stops the daemon cleanly and removes its socket", async () => {
+  const dir = socketDir();
+  const path = `${dir}/echo.sock`;
+  const daemon = await DaemonProcess.start(ECHO, {
+    args: ["-s", path, "--log-level", "info"],
+    waitFor: [path],
+  });
+  const s = await session(path);
+  const status = await daemon.stop("SIGTERM");
+  assert.equal(status.code, 0);
+  assert.throws(() => Deno.lstatSync(path));
+  assert.match(daemon.log, /stopped after serving 1 connection/);
+  s.close();
+  Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("echo: bad flags give one line and exit status 2", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", ECHO, "--bogus"],
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 2);
+  const text = new TextDecoder().decode(out.stderr).trim();
+  assert.equal(text.split("\n").length, 1);
+  assert.match(text, /vhost-device-echo: error: .*bogus/);
+  const missing = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", ECHO],
+    stderr: "piped",
+  }).output();
+  assert.equal(missing.code, 2);
+  assert.match(
+    new TextDecoder().decode(missing.stderr),
+    /--socket-path \(or --socket-fd\) is required/,
+  );
+});
