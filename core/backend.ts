@@ -120,11 +120,15 @@ export class Backend {
     this.#loop.watch(fd, () => this.#onReadable());
   }
 
-  /** Ends the connection: stops rings, releases memory and descriptors, resets the device. */
-  close(reason: string): void {
+  /**
+   * Ends the connection: stops rings, releases memory and descriptors, resets
+   * the device. `failure` marks an end the front-end caused by misbehaving.
+   */
+  close(reason: string, options: { failure?: boolean } = {}): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#log.info(`front-end connection closed: ${reason}`);
+    if (options.failure) this.#log.error(`front-end connection dropped: ${reason}`);
+    else this.#log.info(`front-end connection closed: ${reason}`);
     this.#reader.discard();
     this.#loop.unwatch(this.#fd);
     close(this.#fd);
@@ -141,7 +145,7 @@ export class Backend {
       try {
         raw = this.#reader.next();
       } catch (error) {
-        this.close(`${error instanceof Error ? error.message : error}`);
+        this.close(`${error instanceof Error ? error.message : error}`, { failure: true });
         return;
       }
       if (raw === null) return;
@@ -202,7 +206,9 @@ export class Backend {
         this.close("the front-end is not reading replies");
       }
     } catch (error) {
-      this.close(`sending a reply failed: ${error instanceof Error ? error.message : error}`);
+      this.close(`sending a reply failed: ${error instanceof Error ? error.message : error}`, {
+        failure: true,
+      });
     }
   }
 
@@ -364,7 +370,7 @@ export class Backend {
     try {
       region = mapRegion(descriptor, fd);
     } catch (error) {
-      throw new RequestError(`ADD_MEM_REG: ${error instanceof Error ? error.message : error}`);
+      throw new RequestError(`${error instanceof Error ? error.message : error}`);
     }
     this.#replaceMemory([...current, region]);
   }

@@ -1,0 +1,153 @@
+/**
+ * The virtio-vsock packet header (VIRTIO 1.2 §5.10.6), decoded once at the
+ * edge: everything past this module sees a {@link VsockHeader} of numbers,
+ * never the guest's bytes.
+ *
+ * @module
+ */
+
+/** §5.10.4: the device's config space is `le64 guest_cid`. */
+export const VSOCK_CONFIG_SIZE = 8;
+/** §5.10.2: receive queue index. */
+export const VSOCK_RX_QUEUE = 0;
+/** §5.10.2: transmit queue index. */
+export const VSOCK_TX_QUEUE = 1;
+/** §5.10.2: event queue index (QEMU keeps it; the back-end never sees it). */
+export const VSOCK_EVENT_QUEUE = 2;
+/** Virtio device id of the socket device (§5.10.1). */
+export const VIRTIO_ID_VSOCK = 19;
+
+/** §5.10.4: the well-known CID of the host. */
+export const VMADDR_CID_HOST = 2;
+/** `sizeof(struct virtio_vsock_hdr)`: 44 bytes, packed (§5.10.6). */
+export const VSOCK_HEADER_SIZE = 44;
+
+/** §5.10.6: stream socket type. */
+export const VIRTIO_VSOCK_TYPE_STREAM = 1;
+/** §5.10.6: seqpacket socket type (not offered: VIRTIO_VSOCK_F_SEQPACKET is not negotiated). */
+export const VIRTIO_VSOCK_TYPE_SEQPACKET = 2;
+
+/** §5.10.6: connection request. */
+export const VIRTIO_VSOCK_OP_REQUEST = 1;
+/** §5.10.6: connection accepted. */
+export const VIRTIO_VSOCK_OP_RESPONSE = 2;
+/** §5.10.6: connection reset (refused or aborted). */
+export const VIRTIO_VSOCK_OP_RST = 3;
+/** §5.10.6: no more data will be sent and/or received. */
+export const VIRTIO_VSOCK_OP_SHUTDOWN = 4;
+/** §5.10.6: payload. */
+export const VIRTIO_VSOCK_OP_RW = 5;
+/** §5.10.6.3: the sender's buffer space changed. */
+export const VIRTIO_VSOCK_OP_CREDIT_UPDATE = 6;
+/** §5.10.6.3: asks the peer for a CREDIT_UPDATE. */
+export const VIRTIO_VSOCK_OP_CREDIT_REQUEST = 7;
+
+/** §5.10.6.4: SHUTDOWN flag: the sender will receive no more data. */
+export const VIRTIO_VSOCK_SHUTDOWN_F_RECEIVE = 1;
+/** §5.10.6.4: SHUTDOWN flag: the sender will send no more data. */
+export const VIRTIO_VSOCK_SHUTDOWN_F_SEND = 2;
+
+/** One decoded `struct virtio_vsock_hdr`. */
+export interface VsockHeader {
+  /** Source CID; `NaN` if its upper bits make it no valid CID. */
+  readonly srcCid: number;
+  /** Destination CID; `NaN` if its upper bits make it no valid CID. */
+  readonly dstCid: number;
+  /** Source port. */
+  readonly srcPort: number;
+  /** Destination port. */
+  readonly dstPort: number;
+  /** Payload length the sender claims. */
+  readonly len: number;
+  /** Socket type (STREAM = 1). */
+  readonly type: number;
+  /** Operation (VIRTIO_VSOCK_OP_*). */
+  readonly op: number;
+  /** Operation flags (SHUTDOWN's RECEIVE/SEND). */
+  readonly flags: number;
+  /** The sender's receive buffer size (§5.10.6.3). */
+  readonly bufAlloc: number;
+  /** Bytes the sender has consumed from its receive buffer, mod 2^32. */
+  readonly fwdCnt: number;
+}
+
+const TWO_32 = 4294967296;
+
+/** Reads an le64 CID. §5.10.4 reserves the upper 32 bits; any set makes it invalid (`NaN`). */
+function readCid(view: DataView, offset: number): number {
+  const low = view.getUint32(offset, true);
+  const high = view.getUint32(offset + 4, true);
+  return high === 0 ? low : NaN;
+}
+
+/**
+ * Decodes a header from the first {@link VSOCK_HEADER_SIZE} bytes of
+ * `bytes`, which must be a private copy (the guest may rewrite shared
+ * memory while we look). Throws `RangeError` if `bytes` is too short.
+ */
+export function decodeHeader(bytes: Uint8Array): VsockHeader {
+  if (bytes.length < VSOCK_HEADER_SIZE) {
+    throw new RangeError(`vsock header needs ${VSOCK_HEADER_SIZE} bytes, got ${bytes.length}`);
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, VSOCK_HEADER_SIZE);
+  return {
+    srcCid: readCid(view, 0),
+    dstCid: readCid(view, 8),
+    srcPort: view.getUint32(16, true),
+    dstPort: view.getUint32(20, true),
+    len: view.getUint32(24, true),
+    type: view.getUint16(28, true),
+    op: view.getUint16(30, true),
+    flags: view.getUint32(32, true),
+    bufAlloc: view.getUint32(36, true),
+    fwdCnt: view.getUint32(40, true),
+  };
+}
+
+/** Encodes `header` into the first {@link VSOCK_HEADER_SIZE} bytes of `into`. */
+export function encodeHeader(header: VsockHeader, into: Uint8Array): void {
+  if (into.length < VSOCK_HEADER_SIZE) {
+    throw new RangeError(`vsock header needs ${VSOCK_HEADER_SIZE} bytes, got ${into.length}`);
+  }
+  const view = new DataView(into.buffer, into.byteOffset, VSOCK_HEADER_SIZE);
+  view.setUint32(0, header.srcCid % TWO_32, true);
+  view.setUint32(4, Math.floor(header.srcCid / TWO_32), true);
+  view.setUint32(8, header.dstCid % TWO_32, true);
+  view.setUint32(12, Math.floor(header.dstCid / TWO_32), true);
+  view.setUint32(16, header.srcPort, true);
+  view.setUint32(20, header.dstPort, true);
+  view.setUint32(24, header.len, true);
+  view.setUint16(28, header.type, true);
+  view.setUint16(30, header.op, true);
+  view.setUint32(32, header.flags, true);
+  view.setUint32(36, header.bufAlloc, true);
+  view.setUint32(40, header.fwdCnt, true);
+}
+
+/** A fresh {@link VSOCK_HEADER_SIZE}-byte encoding of `header`. */
+export function headerBytes(header: VsockHeader): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(VSOCK_HEADER_SIZE);
+  encodeHeader(header, bytes);
+  return bytes;
+}
+
+const OP_NAMES: Record<number, string> = {
+  [VIRTIO_VSOCK_OP_REQUEST]: "REQUEST",
+  [VIRTIO_VSOCK_OP_RESPONSE]: "RESPONSE",
+  [VIRTIO_VSOCK_OP_RST]: "RST",
+  [VIRTIO_VSOCK_OP_SHUTDOWN]: "SHUTDOWN",
+  [VIRTIO_VSOCK_OP_RW]: "RW",
+  [VIRTIO_VSOCK_OP_CREDIT_UPDATE]: "CREDIT_UPDATE",
+  [VIRTIO_VSOCK_OP_CREDIT_REQUEST]: "CREDIT_REQUEST",
+};
+
+/** The spec's name of `op` (without the prefix), for log lines. */
+export function opName(op: number): string {
+  return OP_NAMES[op] ?? `op ${op}`;
+}
+
+/** `src_cid:src_port -> dst_cid:dst_port OP`, for log lines. */
+export function describeHeader(header: VsockHeader): string {
+  return `${header.srcCid}:${header.srcPort} -> ${header.dstCid}:${header.dstPort} ` +
+    `${opName(header.op)} len ${header.len}`;
+}
