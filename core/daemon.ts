@@ -10,7 +10,7 @@
 import { acceptUnix, close, listenUnix, SyscallError } from "../ffi/mod.ts";
 import { Backend } from "./backend.ts";
 import type { VirtioDevice } from "./device.ts";
-import { EventLoop } from "./event_loop.ts";
+import { EventLoop, type WaitPolicy } from "./event_loop.ts";
 import type { Logger } from "./log.ts";
 
 /** Where one instance listens: a path to bind, or an inherited listening fd. */
@@ -40,6 +40,8 @@ export interface DaemonOptions {
   readonly createDevice: (index: number) => VirtioDevice;
   /** Exit after the first front-end hangs up (rust-vmm's scsi and gpu do). */
   readonly serveOnce?: boolean;
+  /** How the event loop waits (default `hybrid`); see {@link WaitPolicy}. */
+  readonly waitPolicy?: WaitPolicy;
 }
 
 /** One listening socket and the connection it serves, if any. */
@@ -82,7 +84,7 @@ export class Daemon {
   constructor(options: DaemonOptions) {
     this.#log = options.log;
     this.#options = options;
-    this.loop = new EventLoop(options.log);
+    this.loop = new EventLoop(options.log, { policy: options.waitPolicy });
   }
 
   /** Starts listening on `address`; the instance number is the order of calls. */

@@ -44,12 +44,20 @@ export interface Timer {
   cancel(): void;
 }
 
+/**
+ * How the loop waits: `hybrid` (synchronous while busy, on a helper thread
+ * when idle) or `async` (always on a helper thread; kept to measure the
+ * trade-off, see docs/architecture.md).
+ */
+export type WaitPolicy = "hybrid" | "async";
+
 /** The daemon's single-threaded event loop. */
 export class EventLoop {
   readonly #epoll = new Epoll(64);
   readonly #handlers = new Map<number, { fd: number; handler: ReadyHandler }>();
   readonly #fdTokens = new Map<number, number>();
   readonly #log: Logger;
+  readonly #policy: WaitPolicy;
   readonly #wakeFd = createEventFd();
   #nextToken = 1;
   #pending = 0;
@@ -57,8 +65,9 @@ export class EventLoop {
   #stopping = false;
 
   /** A loop that reports handler failures to `log`. */
-  constructor(log: Logger) {
+  constructor(log: Logger, options: { policy?: WaitPolicy } = {}) {
     this.#log = log;
+    this.#policy = options.policy ?? "hybrid";
     this.#epoll.add(this.#wakeFd, EPOLLIN, WAKE_TOKEN);
   }
 
@@ -132,7 +141,8 @@ export class EventLoop {
     try {
       while (!this.#stopping) {
         let ready: number;
-        if (hot && this.#pending === 0 && performance.now() - lastYield < YIELD_INTERVAL_MS) {
+        const sync = this.#policy === "hybrid" && this.#pending === 0;
+        if (hot && sync && performance.now() - lastYield < YIELD_INTERVAL_MS) {
           ready = this.#epoll.wait(HOT_WAIT_MS);
           hot = ready > 0;
         } else {

@@ -18,6 +18,8 @@ export const EPOLLERR = 0x8;
 export const EPOLLHUP = 0x10;
 /** Peer closed its writing end. */
 export const EPOLLRDHUP = 0x2000;
+/** Edge-triggered: report a change of readiness once, not while it lasts. */
+export const EPOLLET = 0x80000000;
 
 const EPOLL_CLOEXEC = 0o2000000;
 const EPOLL_CTL_ADD = 1;

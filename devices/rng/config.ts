@@ -15,6 +15,7 @@ import {
   UsageError,
 } from "../../core/cli.ts";
 import type { ListenAddress } from "../../core/daemon.ts";
+import { isLevel, type Level } from "../../core/log.ts";
 
 /** Longest period, as upstream (`Period is too big` beyond it). */
 export const MAX_PERIOD_MS = 65536;
@@ -63,7 +64,7 @@ export interface RngConfig {
   /** Bytes each instance may serve per period, or `null` for no limit. */
   readonly maxBytesPerInstance: number | null;
   /** `--log-level`, if given. */
-  readonly logLevel: string | undefined;
+  readonly logLevel: Level | undefined;
 }
 
 /** Parses options into a config. Throws {@link UsageError} naming the bad option. */
@@ -88,6 +89,10 @@ export function rngConfig(parsed: ParsedOptions): RngConfig {
   }
   const source = String(parsed["rng-source"]);
   if (source === "") throw new UsageError("invalid value '' for --rng-source: empty path");
-  const logLevel = typeof parsed["log-level"] === "string" ? parsed["log-level"] : undefined;
+  const level = parsed["log-level"];
+  if (typeof level === "string" && !isLevel(level)) {
+    throw new UsageError(`invalid value '${level}' for --log-level`);
+  }
+  const logLevel = typeof level === "string" ? level.toLowerCase() as Level : undefined;
   return { addresses, source, periodMs, maxBytesPerInstance, logLevel };
 }

@@ -2,8 +2,12 @@
  * The floor for the core benchmark: an eventfd round trip between two
  * processes, the same two wake-ups a vhost-user request at queue depth 1
  * costs (kick, then call), with no ring work at all.
- * Usage: eventfd_pingpong ROUNDS  -> prints "rounds seconds" on stdout.
+ * Usage: eventfd_pingpong ROUNDS [PARENT_CPU CHILD_CPU]
+ *   -> prints "rounds seconds" on stdout. With CPUs given, each process is
+ *   pinned, as the benchmark pins the front-end and the daemon.
  */
+#define _GNU_SOURCE
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,20 +23,30 @@ static void must(int ok, const char *what) {
   }
 }
 
+static void pin(const char *cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(atoi(cpu), &set);
+  must(sched_setaffinity(0, sizeof(set), &set) == 0, "sched_setaffinity");
+}
+
 int main(int argc, char **argv) {
   long rounds = argc > 1 ? atol(argv[1]) : 100000;
+  int pinned = argc > 3;
   int kick = eventfd(0, 0), call = eventfd(0, 0);
   must(kick >= 0 && call >= 0, "eventfd");
   uint64_t value = 1;
   pid_t child = fork();
   must(child >= 0, "fork");
   if (child == 0) {
+    if (pinned) pin(argv[3]);
     for (long i = 0; i < rounds; i++) {
       must(read(kick, &value, 8) == 8, "read kick");
       must(write(call, &value, 8) == 8, "write call");
     }
     _exit(0);
   }
+  if (pinned) pin(argv[2]);
   struct timespec start, end;
   clock_gettime(CLOCK_MONOTONIC, &start);
   for (long i = 0; i < rounds; i++) {

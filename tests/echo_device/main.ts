@@ -11,6 +11,7 @@ import {
   parseInteger,
   runMain,
   SOCKET_OPTIONS,
+  UsageError,
 } from "../../core/cli.ts";
 import { Daemon } from "../../core/daemon.ts";
 import { EchoDevice } from "./device.ts";
@@ -27,6 +28,13 @@ const SPEC = {
       defaultValue: "1",
       help: "Number of request queues",
     },
+    {
+      long: "wait-policy",
+      kind: "value",
+      valueName: "POLICY",
+      defaultValue: "hybrid",
+      help: "Event loop waits: hybrid (sync when busy) or async (always on a helper thread)",
+    },
     ...LOG_OPTIONS,
   ],
 } as const;
@@ -37,7 +45,11 @@ if (import.meta.main) {
       flag: options["log-level"] as string | undefined,
     });
     const queues = parseInteger(options.queues as string, { option: "queues", min: 1, max: 8 });
-    const daemon = new Daemon({ log, createDevice: () => new EchoDevice(queues) });
+    const waitPolicy = options["wait-policy"];
+    if (waitPolicy !== "hybrid" && waitPolicy !== "async") {
+      throw new UsageError(`invalid value '${waitPolicy}' for --wait-policy`);
+    }
+    const daemon = new Daemon({ log, waitPolicy, createDevice: () => new EchoDevice(queues) });
     for (const address of listenAddresses(options, { indexed: false })) daemon.listen(address);
     await daemon.run();
   });

@@ -26,14 +26,17 @@ export class DaemonProcess implements AsyncDisposable {
 
   /**
    * Spawns `deno run -A <entry> <args>` and waits until every path in
-   * `waitFor` exists (the daemon is listening).
+   * `waitFor` exists (the daemon is listening). `cpu` pins the daemon (all
+   * its threads) to one CPU with taskset, for benchmarks.
    */
   static async start(
     entry: string,
-    options: { args: string[]; waitFor: string[] },
+    options: { args: string[]; waitFor: string[]; cpu?: number },
   ): Promise<DaemonProcess> {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", entry, ...options.args],
+    const command = ["run", "--allow-all", entry, ...options.args];
+    const pinned = options.cpu !== undefined;
+    const child = new Deno.Command(pinned ? "taskset" : Deno.execPath(), {
+      args: pinned ? ["-c", String(options.cpu), Deno.execPath(), ...command] : command,
       stdin: "null",
       stdout: "null",
       stderr: "piped",

@@ -106,7 +106,7 @@ Deno.test("hostile input: the daemon rejects it all, keeps serving, and leaks no
         await expectDropped(encodeHeader({ request: R.SET_CONFIG, flags: VERSION, size: 0x10000 }));
         await expectDropped(encodeMessage(R.GET_FEATURES, { flags: 0x2 }));
         await expectDropped(encodeMessage(R.GET_FEATURES, { flags: VERSION | 0x100 }));
-        },
+      },
     );
 
     await t.step("bad messages fail with an ack and the connection lives on", async () => {
@@ -199,12 +199,12 @@ Deno.test("hostile input: the daemon rejects it all, keeps serving, and leaks no
         ) => {
           descriptors.forEach((d, i) => queue.writeDescriptor(12 + i, d));
           queue.rawPushAvail(12);
-        queue.publish();
+          queue.publish();
           f.kick(0);
           assert.ok(f.waitForCall(0, 3000));
           assert.deepEqual(queue.takeUsedRaw(), [{ id: 12, length: 0 }]);
-        // Ask for the next call, as takeUsed() does for well-formed chains.
-        queue.setUsedEvent(queue.lastUsedIndex);
+          // Ask for the next call, as takeUsed() does for well-formed chains.
+          queue.setUsedEvent(queue.lastUsedIndex);
           good();
           return daemon.waitForLog(reason);
         };

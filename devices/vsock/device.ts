@@ -1,0 +1,955 @@
+/**
+ * The virtio socket device (VIRTIO 1.2 §5.10): stream connections between
+ * the guest and host streams, with credit-based flow control both ways.
+ *
+ * Data path: guest payload goes to the host stream with `writev` on iovecs
+ * that point into guest memory; host bytes come back with `readv` straight
+ * into the guest's rx buffers. When a host stream is full its bytes wait in
+ * the connection's own buffer (at most the `buf_alloc` we advertise) and the
+ * guest gets no more credit until the host drains it, so a slow host reader
+ * stalls its own connection only.
+ *
+ * @module
+ */
+
+import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, IovecList } from "../../ffi/mod.ts";
+import type { DeviceContext, VirtioDevice } from "../../core/device.ts";
+import type { Timer } from "../../core/event_loop.ts";
+import type { GuestSlice } from "../../core/memory/guest_memory.ts";
+import { bit, ProtocolFeature as P } from "../../core/protocol/constants.ts";
+import {
+  type DescriptorChain,
+  readSlices,
+  writeSlices,
+} from "../../core/virtio/descriptor_chain.ts";
+import {
+  VIRTIO_F_NOTIFY_ON_EMPTY,
+  VIRTIO_F_VERSION_1,
+  VIRTIO_RING_F_EVENT_IDX,
+} from "../../core/virtio/features.ts";
+import type { SplitQueue } from "../../core/virtio/split_queue.ts";
+import { Connection, connectionKey } from "./connection.ts";
+import type { HostBackend, HostStream } from "./host.ts";
+import { LogLimiter } from "./log_limiter.ts";
+import {
+  decodeHeader,
+  describeHeader,
+  encodeHeader,
+  opName,
+  VIRTIO_VSOCK_OP_CREDIT_REQUEST,
+  VIRTIO_VSOCK_OP_CREDIT_UPDATE,
+  VIRTIO_VSOCK_OP_REQUEST,
+  VIRTIO_VSOCK_OP_RESPONSE,
+  VIRTIO_VSOCK_OP_RST,
+  VIRTIO_VSOCK_OP_RW,
+  VIRTIO_VSOCK_OP_SHUTDOWN,
+  VIRTIO_VSOCK_SHUTDOWN_F_RECEIVE,
+  VIRTIO_VSOCK_SHUTDOWN_F_SEND,
+  VIRTIO_VSOCK_TYPE_STREAM,
+  VMADDR_CID_HOST,
+  VSOCK_CONFIG_SIZE,
+  VSOCK_HEADER_SIZE,
+  VSOCK_RX_QUEUE,
+  VSOCK_TX_QUEUE,
+  type VsockHeader,
+} from "./packet.ts";
+import type { SiblingPacket } from "./registry.ts";
+
+/** Control packets waiting for rx buffers before the device stops taking tx chains. */
+export const MAX_PENDING_CONTROL = 1024;
+/** Sibling bytes waiting for this guest's rx buffers before more are dropped. */
+export const MAX_SIBLING_BYTES = 8 << 20;
+/** How long a host-initiated REQUEST waits for the guest's RESPONSE. */
+export const CONNECT_TIMEOUT_MS = 10_000;
+/** How long a connection whose host side is gone waits for the guest's RST. */
+export const CLOSING_TIMEOUT_MS = 30_000;
+/** First port handed out for host-initiated connections. */
+export const FIRST_LOCAL_PORT = 1024;
+
+/** Options of {@link VsockDevice}. */
+export interface VsockDeviceOptions {
+  /** The guest's CID (config space, and the only source CID accepted). */
+  readonly guestCid: number;
+  /** Largest queue size accepted. */
+  readonly queueSize: number;
+  /** Per-connection host buffer, advertised as `buf_alloc`. */
+  readonly txBufferSize: number;
+  /** The host side; it outlives the device (one per VM). */
+  readonly backend: HostBackend;
+  /** Sends a packet for another CID to the sibling registry. */
+  readonly route: (packet: SiblingPacket) => void;
+}
+
+/** A control packet waiting for an rx buffer. */
+type Control =
+  | { readonly conn: Connection; readonly op: number; readonly flags: number }
+  | { readonly conn: null; readonly header: VsockHeader };
+
+/** A queue with O(1) push and shift. */
+class Fifo<T> {
+  #items: (T | undefined)[] = [];
+  #head = 0;
+
+  get length(): number {
+    return this.#items.length - this.#head;
+  }
+
+  push(item: T): void {
+    this.#items.push(item);
+  }
+
+  peek(): T | undefined {
+    return this.#items[this.#head];
+  }
+
+  shift(): T | undefined {
+    if (this.#head >= this.#items.length) return undefined;
+    const item = this.#items[this.#head];
+    this.#items[this.#head++] = undefined;
+    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    return item;
+  }
+
+  clear(): void {
+    this.#items = [];
+    this.#head = 0;
+  }
+}
+
+/**
+ * Appends iovecs for bytes `[skip, skip + max)` of `slices`. Returns the
+ * bytes covered (fewer if the slices end first).
+ */
+function pushRange(
+  slices: readonly GuestSlice[],
+  iov: IovecList,
+  range: { skip: number; max: number },
+): number {
+  let skip = range.skip;
+  let left = range.max;
+  for (const slice of slices) {
+    if (left === 0) break;
+    if (skip >= slice.length) {
+      skip -= slice.length;
+      continue;
+    }
+    const take = Math.min(slice.length - skip, left);
+    iov.push(slice.region.hostAddress + slice.offset + skip, take);
+    left -= take;
+    skip = 0;
+  }
+  return range.max - left;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** The vsock device for one front-end connection of one VM. */
+export class VsockDevice implements VirtioDevice {
+  readonly name = "vsock";
+  /** rx, tx and event (QEMU sets up only rx and tx; the event queue stays in QEMU). */
+  readonly numQueues = 3;
+  readonly maxQueueSize: number;
+  /** Like rust-vmm: no INDIRECT_DESC (QEMU would allow it). */
+  readonly features: bigint = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_NOTIFY_ON_EMPTY) |
+    bit(VIRTIO_RING_F_EVENT_IDX);
+  readonly protocolFeatures: bigint = bit(P.MQ) | bit(P.CONFIG);
+  /** The guest's CID. */
+  readonly guestCid: number;
+  readonly #txBufferSize: number;
+  readonly #backend: HostBackend;
+  readonly #route: (packet: SiblingPacket) => void;
+  readonly #connections = new Map<string, Connection>();
+  readonly #localPorts = new Set<number>();
+  readonly #control = new Fifo<Control>();
+  readonly #siblings = new Fifo<{ packet: SiblingPacket; offset: number }>();
+  /** Connections whose host stream has bytes (or end of file) for the guest, in turn order. */
+  readonly #rxReady = new Set<Connection>();
+  /** Connections that forwarded bytes this tx batch: candidates for a CREDIT_UPDATE. */
+  readonly #forwardedTo = new Set<Connection>();
+  readonly #iov = new IovecList(64);
+  readonly #header = new Uint8Array(VSOCK_HEADER_SIZE);
+  #context: DeviceContext | null = null;
+  #limited: LogLimiter | null = null;
+  #siblingBytes = 0;
+  #nextLocalPort = FIRST_LOCAL_PORT;
+  #txStalled = false;
+  #inRx = false;
+  #rxAgain = false;
+  #inTx = false;
+  #txAgain = false;
+  #sweepTimer: Timer | null = null;
+
+  /** A device for the guest `guestCid`. */
+  constructor(options: VsockDeviceOptions) {
+    this.guestCid = options.guestCid;
+    this.maxQueueSize = options.queueSize;
+    this.#txBufferSize = options.txBufferSize;
+    this.#backend = options.backend;
+    this.#route = options.route;
+  }
+
+  /** Live connections (for tests and diagnostics). */
+  get connectionCount(): number {
+    return this.#connections.size;
+  }
+
+  activate(context: DeviceContext): void {
+    this.#context = context;
+    this.#limited = new LogLimiter(context.log);
+  }
+
+  /** §5.10.4: `le64 guest_cid`. */
+  readConfig(offset: number, length: number): Uint8Array {
+    if (offset + length > VSOCK_CONFIG_SIZE) {
+      throw new RangeError(`config [${offset}, +${length}) is outside ${VSOCK_CONFIG_SIZE} bytes`);
+    }
+    const config = new Uint8Array(VSOCK_CONFIG_SIZE);
+    const view = new DataView(config.buffer);
+    view.setUint32(0, this.guestCid % 4294967296, true);
+    view.setUint32(4, Math.floor(this.guestCid / 4294967296), true);
+    return config.slice(offset, offset + length);
+  }
+
+  onKick(queue: number): void {
+    if (queue === VSOCK_TX_QUEUE) this.#processTx();
+    else if (queue === VSOCK_RX_QUEUE) this.#processRx();
+  }
+
+  reset(): void {
+    for (const conn of this.#connections.values()) this.#closeStream(conn);
+    this.#connections.clear();
+    this.#localPorts.clear();
+    this.#control.clear();
+    this.#siblings.clear();
+    this.#siblingBytes = 0;
+    this.#rxReady.clear();
+    this.#forwardedTo.clear();
+    this.#sweepTimer?.cancel();
+    this.#sweepTimer = null;
+    this.#txStalled = false;
+    this.#context = null;
+  }
+
+  /**
+   * A host program asks for guest port `port` (hybrid vsock CONNECT):
+   * sends the guest a REQUEST. Returns false (the caller closes the stream)
+   * while no guest is attached.
+   */
+  hostConnect(stream: HostStream, port: number): boolean {
+    const context = this.#context;
+    if (!context || !context.memory()) return false;
+    const localPort = this.#allocateLocalPort(port);
+    const conn = new Connection({ localPort, peerPort: port }, {
+      state: "connecting",
+      stream,
+      bufAlloc: this.#txBufferSize,
+    });
+    conn.deadline = performance.now() + CONNECT_TIMEOUT_MS;
+    this.#connections.set(conn.key, conn);
+    this.#localPorts.add(localPort);
+    context.log.debug(`host connects to guest port ${port} from local port ${localPort}`);
+    this.#setEvents(conn);
+    this.#queueControl(conn, VIRTIO_VSOCK_OP_REQUEST);
+    this.#scheduleSweep();
+    this.#processRx();
+    return true;
+  }
+
+  /** A sibling VM's guest sent this guest a packet. Returns false if it was dropped. */
+  deliverSibling(packet: SiblingPacket): boolean {
+    if (!this.#context) return false;
+    if (this.#siblingBytes + packet.payload.length > MAX_SIBLING_BYTES) {
+      this.#limited?.warn(
+        "sibling-full",
+        `dropping a packet from CID ${packet.header.srcCid}: ${this.#siblingBytes} bytes already wait for rx buffers`,
+      );
+      return false;
+    }
+    this.#siblingBytes += packet.payload.length;
+    this.#siblings.push({ packet, offset: 0 });
+    this.#processRx();
+    return true;
+  }
+
+  // ---- tx: packets from the guest (§5.10.6.1)
+
+  #processTx(): void {
+    if (this.#inTx) {
+      this.#txAgain = true;
+      return;
+    }
+    const queue = this.#context?.queue(VSOCK_TX_QUEUE);
+    if (!queue) return;
+    this.#inTx = true;
+    try {
+      do {
+        this.#txAgain = false;
+        this.#drainTx(queue);
+      } while (this.#txAgain);
+    } finally {
+      this.#inTx = false;
+    }
+    for (const conn of this.#forwardedTo) this.#maybeCreditUpdate(conn);
+    this.#forwardedTo.clear();
+    this.#processRx();
+  }
+
+  #drainTx(queue: SplitQueue): void {
+    this.#txStalled = false;
+    let more: boolean;
+    do {
+      queue.disableNotification();
+      for (;;) {
+        // Replies wait for rx buffers: stop taking requests until the guest gives some.
+        if (this.#control.length >= MAX_PENDING_CONTROL) {
+          this.#txStalled = true;
+          queue.notify();
+          return;
+        }
+        const chain = queue.next();
+        if (chain === null) break;
+        this.#handleTxChain(chain);
+        queue.addUsed(chain.head, 0);
+      }
+      more = queue.enableNotification();
+    } while (more);
+    queue.notify();
+  }
+
+  #handleTxChain(chain: DescriptorChain): void {
+    if (chain.readableLength < VSOCK_HEADER_SIZE) {
+      this.#limited?.warn(
+        "short",
+        `tx chain ${chain.head} has ${chain.readableLength} readable bytes, less than a header: dropped`,
+      );
+      return;
+    }
+    // One copy of the header: the guest may change shared memory under us.
+    const header = decodeHeader(readSlices(chain.readable, { length: VSOCK_HEADER_SIZE }));
+    if (header.srcCid !== this.guestCid) {
+      this.#limited?.warn(
+        "src-cid",
+        `dropping a packet with source CID ${header.srcCid}, not the guest's ${this.guestCid}: ` +
+          describeHeader(header),
+      );
+      return;
+    }
+    const available = chain.readableLength - VSOCK_HEADER_SIZE;
+    if (header.dstCid === VMADDR_CID_HOST) {
+      this.#handleHostPacket(header, { chain, available });
+    } else {
+      this.#forwardToSibling(header, { chain, available });
+    }
+  }
+
+  #forwardToSibling(
+    header: VsockHeader,
+    payload: { chain: DescriptorChain; available: number },
+  ): void {
+    if (header.dstCid === this.guestCid || Number.isNaN(header.dstCid)) {
+      this.#limited?.warn("dst-cid", `dropping a packet for CID ${header.dstCid}`);
+      return;
+    }
+    const length = header.op === VIRTIO_VSOCK_OP_RW ? Math.min(header.len, payload.available) : 0;
+    const bytes = length > 0
+      ? readSlices(payload.chain.readable, { skip: VSOCK_HEADER_SIZE, length })
+      : new Uint8Array(0);
+    this.#route({ header: { ...header, len: bytes.length }, payload: bytes });
+  }
+
+  #handleHostPacket(
+    header: VsockHeader,
+    payload: { chain: DescriptorChain; available: number },
+  ): void {
+    if (header.type !== VIRTIO_VSOCK_TYPE_STREAM) {
+      this.#limited?.info("type", `socket type ${header.type} is not supported: ${describeHeader(header)}`);
+      this.#resetReply(header);
+      return;
+    }
+    const conn = this.#connections.get(connectionKey(header.dstPort, header.srcPort));
+    if (!conn) {
+      if (header.op === VIRTIO_VSOCK_OP_REQUEST) this.#acceptGuestConnect(header);
+      else this.#resetReply(header);
+      return;
+    }
+    if (conn.updatePeerCredit(header.bufAlloc, header.fwdCnt)) this.#creditArrived(conn);
+    switch (header.op) {
+      case VIRTIO_VSOCK_OP_RESPONSE:
+        if (conn.state === "connecting") this.#established(conn);
+        else this.#abort(conn, "an unexpected RESPONSE");
+        return;
+      case VIRTIO_VSOCK_OP_RST:
+        this.#context?.log.debug(`guest reset ${this.#describe(conn)}`);
+        this.#remove(conn, { reset: false });
+        return;
+      case VIRTIO_VSOCK_OP_SHUTDOWN:
+        this.#guestShutdown(conn, header.flags);
+        return;
+      case VIRTIO_VSOCK_OP_RW:
+        if (conn.state !== "established" || conn.guestShutSend) {
+          this.#abort(conn, `data in state ${conn.state}`);
+        } else if (header.len > payload.available) {
+          this.#abort(
+            conn,
+            `an RW header claiming ${header.len} bytes with ${payload.available} in the chain`,
+          );
+        } else {
+          this.#forwardToHost(conn, { chain: payload.chain, length: header.len });
+        }
+        return;
+      case VIRTIO_VSOCK_OP_CREDIT_UPDATE:
+        return;
+      case VIRTIO_VSOCK_OP_CREDIT_REQUEST:
+        this.#queueCreditUpdate(conn);
+        return;
+      case VIRTIO_VSOCK_OP_REQUEST:
+        this.#abort(conn, "a REQUEST for a connection that exists");
+        return;
+      default:
+        this.#abort(conn, `unknown ${opName(header.op)}`);
+    }
+  }
+
+  /** §5.10.6.2: the guest connects to a host port. */
+  #acceptGuestConnect(header: VsockHeader): void {
+    let stream: HostStream;
+    try {
+      stream = this.#backend.connect(header.dstPort);
+    } catch (error) {
+      this.#context?.log.debug(
+        `guest port ${header.srcPort} cannot reach host port ${header.dstPort}: ${errorText(error)}`,
+      );
+      this.#resetReply(header);
+      return;
+    }
+    const conn = new Connection({ localPort: header.dstPort, peerPort: header.srcPort }, {
+      state: "established",
+      stream,
+      bufAlloc: this.#txBufferSize,
+    });
+    conn.updatePeerCredit(header.bufAlloc, header.fwdCnt);
+    this.#connections.set(conn.key, conn);
+    this.#context?.log.debug(`guest connected ${this.#describe(conn)}`);
+    this.#queueControl(conn, VIRTIO_VSOCK_OP_RESPONSE);
+    this.#setEvents(conn);
+  }
+
+  /** The guest accepted a host-initiated connection: tell the host program (`OK <port>`). */
+  #established(conn: Connection): void {
+    const line = new TextEncoder().encode(`OK ${conn.peerPort}\n`);
+    let written: number | null = null;
+    try {
+      written = conn.stream?.write(line) ?? null;
+    } catch (error) {
+      this.#context?.log.debug(`host side of ${this.#describe(conn)} left: ${errorText(error)}`);
+    }
+    if (written !== line.length) {
+      this.#remove(conn, { reset: true });
+      return;
+    }
+    conn.state = "established";
+    conn.deadline = Infinity;
+    this.#setEvents(conn);
+  }
+
+  /** §5.10.6.4: the guest will send and/or receive no more. */
+  #guestShutdown(conn: Connection, flags: number): void {
+    if (flags & VIRTIO_VSOCK_SHUTDOWN_F_RECEIVE) {
+      conn.guestShutReceive = true;
+      this.#rxReady.delete(conn);
+    }
+    if (flags & VIRTIO_VSOCK_SHUTDOWN_F_SEND) conn.guestShutSend = true;
+    if (conn.state !== "established") {
+      // The host side is gone (or never came): the clean close ends with our RST.
+      this.#remove(conn, { reset: true });
+      return;
+    }
+    if (conn.guestShutReceive && conn.guestShutSend) {
+      if (conn.txBuffer.empty) this.#remove(conn, { reset: true });
+      else conn.closeAfterFlush = true;
+      return;
+    }
+    if (conn.guestShutSend && conn.txBuffer.empty) this.#shutHostWrite(conn);
+    this.#setEvents(conn);
+  }
+
+  /** Guest payload to the host stream: straight from guest memory, buffered only if the host is full. */
+  #forwardToHost(conn: Connection, payload: { chain: DescriptorChain; length: number }): void {
+    const { chain, length } = payload;
+    if (length === 0) return;
+    let written = 0;
+    if (conn.txBuffer.empty) {
+      const iov = this.#iov;
+      iov.clear();
+      pushRange(chain.readable, iov, { skip: VSOCK_HEADER_SIZE, max: length });
+      try {
+        written = conn.stream!.writev(iov) ?? 0;
+      } catch (error) {
+        this.#hostFailed(conn, error);
+        return;
+      }
+      conn.forwarded(written);
+      this.#forwardedTo.add(conn);
+      if (written === length) return;
+    }
+    const rest = length - written;
+    if (rest > conn.txBuffer.free) {
+      this.#abort(
+        conn,
+        `${rest} bytes beyond the credit it was given (${conn.txBuffer.free} bytes free)`,
+      );
+      return;
+    }
+    conn.txBuffer.push(
+      readSlices(chain.readable, { skip: VSOCK_HEADER_SIZE + written, length: rest }),
+    );
+    this.#setEvents(conn);
+  }
+
+  /** The host stream can take bytes again: write out what waits. */
+  #flush(conn: Connection): void {
+    const stream = conn.stream;
+    if (!stream) return;
+    while (!conn.txBuffer.empty) {
+      const chunk = conn.txBuffer.peek();
+      let written: number | null;
+      try {
+        written = stream.write(chunk);
+      } catch (error) {
+        this.#hostFailed(conn, error);
+        return;
+      }
+      if (written === null) break;
+      conn.txBuffer.consume(written);
+      conn.forwarded(written);
+      if (written < chunk.length) break;
+    }
+    if (conn.txBuffer.empty) {
+      if (conn.closeAfterFlush) {
+        this.#remove(conn, { reset: true });
+        return;
+      }
+      if (conn.guestShutSend) this.#shutHostWrite(conn);
+    }
+    this.#maybeCreditUpdate(conn);
+    this.#setEvents(conn);
+  }
+
+  #shutHostWrite(conn: Connection): void {
+    if (conn.hostWriteShut || !conn.stream) return;
+    conn.hostWriteShut = true;
+    conn.stream.shutdownWrite();
+  }
+
+  // ---- host stream events
+
+  #onHostEvent(conn: Connection, flags: number): void {
+    if (!conn.stream) return;
+    if (flags & EPOLLOUT) this.#flush(conn);
+    if (!conn.stream) {
+      this.#processRx();
+      return;
+    }
+    if (flags & (EPOLLHUP | EPOLLERR)) {
+      // Hang-up cannot be masked: stop watching, read what is left through #rxReady.
+      conn.hostHup = true;
+      this.#unwatch(conn);
+      if (conn.state === "connecting") {
+        this.#context?.log.debug(`host gave up on ${this.#describe(conn)} before the guest answered`);
+        this.#remove(conn, { reset: true });
+      } else if (!conn.txBuffer.empty) {
+        this.#abort(conn, "the host left with bytes still to deliver", { level: "debug" });
+      } else if (conn.hostEof || conn.guestShutReceive) {
+        this.#hostGone(conn);
+      } else {
+        this.#rxReady.add(conn);
+      }
+    } else if (flags & EPOLLIN) {
+      this.#rxReady.add(conn);
+      this.#setEvents(conn);
+    }
+    this.#processRx();
+  }
+
+  /** The host can neither send nor receive: tell the guest, and wait for its RST (§5.10.6.4). */
+  #hostGone(conn: Connection): void {
+    this.#queueControl(
+      conn,
+      VIRTIO_VSOCK_OP_SHUTDOWN,
+      VIRTIO_VSOCK_SHUTDOWN_F_RECEIVE | VIRTIO_VSOCK_SHUTDOWN_F_SEND,
+    );
+    this.#closing(conn);
+  }
+
+  #closing(conn: Connection): void {
+    this.#closeStream(conn);
+    this.#rxReady.delete(conn);
+    conn.state = "closing";
+    conn.deadline = performance.now() + CLOSING_TIMEOUT_MS;
+    this.#scheduleSweep();
+  }
+
+  /** A host write failed (EPIPE, ECONNRESET): the connection is lost. */
+  #hostFailed(conn: Connection, error: unknown): void {
+    this.#context?.log.debug(`host side of ${this.#describe(conn)} failed: ${errorText(error)}`);
+    this.#remove(conn, { reset: true });
+  }
+
+  /** Epoll interest follows state: EPOLLIN while the guest can take bytes, EPOLLOUT while some wait. */
+  #setEvents(conn: Connection): void {
+    const stream = conn.stream;
+    const loop = this.#context?.loop;
+    if (!stream || !loop || conn.hostHup) return;
+    let events = 0;
+    if (
+      conn.state === "established" && !conn.hostEof && !conn.guestShutReceive &&
+      !this.#rxReady.has(conn) && !conn.creditRequested && conn.peerCredit > 0
+    ) {
+      events |= EPOLLIN;
+    }
+    if (!conn.txBuffer.empty) events |= EPOLLOUT;
+    if (conn.events === null) {
+      loop.watch(stream.fd, (flags) => this.#onHostEvent(conn, flags), events);
+    } else if (conn.events !== events) {
+      loop.rewatch(stream.fd, events);
+    }
+    conn.events = events;
+  }
+
+  #unwatch(conn: Connection): void {
+    if (conn.events !== null && conn.stream) this.#context?.loop.unwatch(conn.stream.fd);
+    conn.events = null;
+  }
+
+  /** Credit went from none to some: read the host stream again. */
+  #creditArrived(conn: Connection): void {
+    if (conn.state !== "established" || conn.hostEof || conn.guestShutReceive) return;
+    if (conn.hostHup) this.#rxReady.add(conn);
+    else this.#setEvents(conn);
+  }
+
+  // ---- rx: packets to the guest (§5.10.6.1)
+
+  #processRx(): void {
+    if (this.#inRx) {
+      this.#rxAgain = true;
+      return;
+    }
+    const queue = this.#context?.queue(VSOCK_RX_QUEUE);
+    if (!queue) return;
+    this.#inRx = true;
+    try {
+      do {
+        this.#rxAgain = false;
+        this.#fillRx(queue);
+      } while (this.#rxAgain);
+    } finally {
+      this.#inRx = false;
+    }
+    if (this.#txStalled && this.#control.length < MAX_PENDING_CONTROL / 2) this.#processTx();
+  }
+
+  #fillRx(queue: SplitQueue): void {
+    let used = 0;
+    for (;;) {
+      this.#dropStaleControl();
+      let conn: Connection | null = null;
+      if (this.#control.length === 0 && this.#siblings.length === 0) {
+        conn = this.#nextReady();
+        if (conn === null) break;
+      }
+      const chain = queue.next() ?? (queue.enableNotification() ? queue.next() : null);
+      if (chain === null) break;
+      let length: number;
+      if (chain.writableLength < VSOCK_HEADER_SIZE) {
+        this.#limited?.warn(
+          "rx-short",
+          `rx chain ${chain.head} has ${chain.writableLength} writable bytes, less than a header`,
+        );
+        length = 0;
+      } else if (this.#control.length > 0) {
+        length = this.#sendControl(chain, this.#control.shift()!);
+      } else if (this.#siblings.length > 0) {
+        length = this.#sendSibling(chain);
+      } else {
+        length = this.#sendData(chain, conn!);
+      }
+      queue.addUsed(chain.head, length);
+      used++;
+    }
+    if (used > 0) queue.notify();
+  }
+
+  /** The next connection with host bytes and guest credit, taking turns; `null` if none. */
+  #nextReady(): Connection | null {
+    for (const conn of this.#rxReady) {
+      this.#rxReady.delete(conn);
+      if (conn.peerCredit > 0) {
+        // Back of the line: connections take turns per packet.
+        this.#rxReady.add(conn);
+        return conn;
+      }
+      // No credit: ask for it once, and wait for the guest's CREDIT_UPDATE (§5.10.6.3).
+      if (!conn.creditRequested) {
+        conn.creditRequested = true;
+        this.#queueControl(conn, VIRTIO_VSOCK_OP_CREDIT_REQUEST);
+      }
+      this.#setEvents(conn);
+      if (this.#control.length > 0) return null;
+    }
+    return null;
+  }
+
+  /** Control packets of connections removed since they were queued are not sent. */
+  #dropStaleControl(): void {
+    for (let head = this.#control.peek(); head?.conn?.removed; head = this.#control.peek()) {
+      this.#control.shift();
+    }
+  }
+
+  #sendControl(chain: DescriptorChain, control: Control): number {
+    if (control.conn === null) return this.#writeHeader(chain, control.header);
+    const conn = control.conn;
+    if (control.op === VIRTIO_VSOCK_OP_CREDIT_UPDATE) conn.creditUpdateQueued = false;
+    return this.#writeConnHeader(chain, conn, { op: control.op, flags: control.flags, len: 0 });
+  }
+
+  #sendSibling(chain: DescriptorChain): number {
+    const item = this.#siblings.peek()!;
+    const { header, payload } = item.packet;
+    const room = chain.writableLength - VSOCK_HEADER_SIZE;
+    // An RW larger than the buffer goes as several RW packets: a stream has no boundaries.
+    const take = Math.min(payload.length - item.offset, room);
+    this.#writeHeader(chain, { ...header, len: take });
+    if (take > 0) {
+      writeSlices(
+        chain.writable,
+        payload.subarray(item.offset, item.offset + take),
+        VSOCK_HEADER_SIZE,
+      );
+    }
+    item.offset += take;
+    if (item.offset >= payload.length) {
+      this.#siblings.shift();
+      this.#siblingBytes -= payload.length;
+    }
+    return VSOCK_HEADER_SIZE + take;
+  }
+
+  /** Host bytes for `conn` straight into the guest buffer; or its end of file as SHUTDOWN. */
+  #sendData(chain: DescriptorChain, conn: Connection): number {
+    const max = Math.min(conn.peerCredit, chain.writableLength - VSOCK_HEADER_SIZE);
+    const iov = this.#iov;
+    iov.clear();
+    pushRange(chain.writable, iov, { skip: VSOCK_HEADER_SIZE, max });
+    let count: number | null;
+    try {
+      count = max > 0 ? conn.stream!.readv(iov) : null;
+    } catch (error) {
+      // ECONNRESET: whatever the host sent is lost; so is the connection.
+      this.#context?.log.debug(`host side of ${this.#describe(conn)} failed: ${errorText(error)}`);
+      this.#remove(conn, { reset: false });
+      return this.#writeConnHeader(chain, conn, { op: VIRTIO_VSOCK_OP_RST, flags: 0, len: 0 });
+    }
+    if (count === null) {
+      // Nothing after all: this buffer carries a credit update instead.
+      this.#rxReady.delete(conn);
+      this.#setEvents(conn);
+      return this.#writeConnHeader(chain, conn, {
+        op: VIRTIO_VSOCK_OP_CREDIT_UPDATE,
+        flags: 0,
+        len: 0,
+      });
+    }
+    if (count === 0) {
+      conn.hostEof = true;
+      this.#rxReady.delete(conn);
+      if (conn.hostHup || conn.guestShutSend) {
+        const length = this.#writeConnHeader(chain, conn, {
+          op: VIRTIO_VSOCK_OP_SHUTDOWN,
+          flags: VIRTIO_VSOCK_SHUTDOWN_F_RECEIVE | VIRTIO_VSOCK_SHUTDOWN_F_SEND,
+          len: 0,
+        });
+        if (conn.hostHup) this.#closing(conn);
+        else this.#setEvents(conn);
+        return length;
+      }
+      this.#setEvents(conn);
+      return this.#writeConnHeader(chain, conn, {
+        op: VIRTIO_VSOCK_OP_SHUTDOWN,
+        flags: VIRTIO_VSOCK_SHUTDOWN_F_SEND,
+        len: 0,
+      });
+    }
+    conn.sentToGuest(count);
+    if (count < max && !conn.hostHup) {
+      // Probably drained: wait for EPOLLIN rather than try again.
+      this.#rxReady.delete(conn);
+      this.#setEvents(conn);
+    }
+    return this.#writeConnHeader(chain, conn, { op: VIRTIO_VSOCK_OP_RW, flags: 0, len: count });
+  }
+
+  /** Writes a header for `conn` carrying our current credit; returns the header size plus `len`. */
+  #writeConnHeader(
+    chain: DescriptorChain,
+    conn: Connection,
+    fields: { op: number; flags: number; len: number },
+  ): number {
+    conn.advertisedFwdCnt = conn.fwdCnt;
+    this.#writeHeader(chain, {
+      srcCid: VMADDR_CID_HOST,
+      dstCid: this.guestCid,
+      srcPort: conn.localPort,
+      dstPort: conn.peerPort,
+      len: fields.len,
+      type: VIRTIO_VSOCK_TYPE_STREAM,
+      op: fields.op,
+      flags: fields.flags,
+      bufAlloc: conn.bufAlloc,
+      fwdCnt: conn.fwdCnt,
+    });
+    return VSOCK_HEADER_SIZE + fields.len;
+  }
+
+  #writeHeader(chain: DescriptorChain, header: VsockHeader): number {
+    encodeHeader(header, this.#header);
+    writeSlices(chain.writable, this.#header);
+    return VSOCK_HEADER_SIZE + header.len;
+  }
+
+  // ---- control packets and connection teardown
+
+  #queueControl(conn: Connection, op: number, flags = 0): void {
+    this.#control.push({ conn, op, flags });
+  }
+
+  #queueCreditUpdate(conn: Connection): void {
+    if (conn.creditUpdateQueued || conn.state === "closing") return;
+    conn.creditUpdateQueued = true;
+    this.#queueControl(conn, VIRTIO_VSOCK_OP_CREDIT_UPDATE);
+  }
+
+  #maybeCreditUpdate(conn: Connection): void {
+    if (conn.stream && conn.creditUpdateDue) this.#queueCreditUpdate(conn);
+  }
+
+  /** RST in answer to a packet for no connection (never to an RST). */
+  #resetReply(header: VsockHeader): void {
+    if (header.op === VIRTIO_VSOCK_OP_RST) return;
+    this.#control.push({
+      conn: null,
+      header: {
+        srcCid: VMADDR_CID_HOST,
+        dstCid: this.guestCid,
+        srcPort: header.dstPort,
+        dstPort: header.srcPort,
+        len: 0,
+        type: header.type,
+        op: VIRTIO_VSOCK_OP_RST,
+        flags: 0,
+        bufAlloc: 0,
+        fwdCnt: 0,
+      },
+    });
+  }
+
+  /** The guest broke the protocol on `conn`: log, RST, forget. */
+  #abort(conn: Connection, why: string, options: { level?: "warn" | "debug" } = {}): void {
+    const message = `resetting ${this.#describe(conn)}: ${why}`;
+    if (options.level === "debug") this.#context?.log.debug(message);
+    else this.#limited?.warn("abort", message);
+    this.#remove(conn, { reset: true });
+  }
+
+  #remove(conn: Connection, options: { reset: boolean }): void {
+    if (this.#connections.get(conn.key) === conn) this.#connections.delete(conn.key);
+    this.#localPorts.delete(conn.localPort);
+    this.#rxReady.delete(conn);
+    this.#closeStream(conn);
+    conn.state = "closing";
+    conn.removed = true;
+    conn.deadline = Infinity;
+    if (options.reset) this.#resetConn(conn);
+  }
+
+  /** Queues an RST carrying the connection's ports. */
+  #resetConn(conn: Connection): void {
+    this.#control.push({
+      conn: null,
+      header: {
+        srcCid: VMADDR_CID_HOST,
+        dstCid: this.guestCid,
+        srcPort: conn.localPort,
+        dstPort: conn.peerPort,
+        len: 0,
+        type: VIRTIO_VSOCK_TYPE_STREAM,
+        op: VIRTIO_VSOCK_OP_RST,
+        flags: 0,
+        bufAlloc: conn.bufAlloc,
+        fwdCnt: conn.fwdCnt,
+      },
+    });
+  }
+
+  #closeStream(conn: Connection): void {
+    const stream = conn.stream;
+    if (!stream) return;
+    this.#unwatch(conn);
+    conn.stream = null;
+    stream.close();
+  }
+
+  #allocateLocalPort(peerPort: number): number {
+    for (;;) {
+      const port = this.#nextLocalPort;
+      this.#nextLocalPort = port >= 0xfffffffe ? FIRST_LOCAL_PORT : port + 1;
+      if (
+        !this.#localPorts.has(port) && !this.#connections.has(connectionKey(port, peerPort))
+      ) {
+        return port;
+      }
+    }
+  }
+
+  #scheduleSweep(): void {
+    if (this.#sweepTimer || !this.#context) return;
+    this.#sweepTimer = this.#context.loop.setTimer(1000, () => {
+      this.#sweepTimer = null;
+      this.#sweep();
+    });
+  }
+
+  /** Gives up on connections past their deadline. */
+  #sweep(): void {
+    const now = performance.now();
+    let waiting = false;
+    for (const conn of [...this.#connections.values()]) {
+      if (conn.deadline > now) {
+        if (conn.deadline !== Infinity) waiting = true;
+        continue;
+      }
+      if (conn.state === "connecting") {
+        this.#limited?.info(
+          "connect-timeout",
+          `guest did not answer the host's connection to port ${conn.peerPort}`,
+        );
+        this.#remove(conn, { reset: true });
+      } else {
+        // The guest never sent its RST: forget quietly; later packets get an RST.
+        this.#remove(conn, { reset: false });
+      }
+    }
+    if (waiting) this.#scheduleSweep();
+    this.#processRx();
+  }
+
+  #describe(conn: Connection): string {
+    return `host port ${conn.localPort} <-> guest ${this.guestCid}:${conn.peerPort}`;
+  }
+}

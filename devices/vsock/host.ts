@@ -1,0 +1,85 @@
+/**
+ * The host side of vsock as the device sees it: byte streams it can read
+ * into and write from guest memory, and a backend that connects them.
+ * Hybrid vsock over Unix sockets and AF_VSOCK forwarding both implement
+ * {@link HostBackend}; tests can substitute their own.
+ *
+ * @module
+ */
+
+import {
+  close,
+  type IovecList,
+  readv,
+  shutdownWrite,
+  write,
+  writev,
+} from "../../ffi/mod.ts";
+
+/** One host-side connected stream socket, non-blocking. */
+export interface HostStream {
+  /** The descriptor the device watches on the event loop. */
+  readonly fd: number;
+  /** Reads into the iovecs; bytes read, 0 at end of file, `null` if nothing is there now. Throws on errors. */
+  readv(iov: IovecList): number | null;
+  /** Writes the iovecs; bytes written, or `null` if the socket is full. Throws on errors (EPIPE…). */
+  writev(iov: IovecList): number | null;
+  /** Writes `bytes`; the count written, or `null` if the socket is full. Throws on errors. */
+  write(bytes: Uint8Array): number | null;
+  /** Half-closes: the host peer reads end of file, the stream can still receive. */
+  shutdownWrite(): void;
+  /** Closes the stream. */
+  close(): void;
+}
+
+/**
+ * Called when a host program asks to reach guest port `port`. Returns
+ * whether the device took the stream; if not, the backend closes it.
+ */
+export type HostConnectHandler = (stream: HostStream, port: number) => boolean;
+
+/** Where the guest's host-bound connections go, and where host-initiated ones come from. */
+export interface HostBackend {
+  /** Short description for log lines, e.g. `unix:/run/vm4.vsock`. */
+  readonly description: string;
+  /** Starts accepting host-initiated connections, handing each to `handler`. */
+  start(handler: HostConnectHandler): void;
+  /** Connects for a guest connecting to the host on `port`. Throws if that fails. */
+  connect(port: number): HostStream;
+  /**
+   * Stops accepting and releases the backend's own sockets and files.
+   * `unwatch: false` when the event loop is already closed.
+   */
+  close(options?: { unwatch?: boolean }): void;
+}
+
+/** A {@link HostStream} over a non-blocking socket descriptor, through ffi/. */
+export class SocketStream implements HostStream {
+  /** The socket. */
+  readonly fd: number;
+
+  /** Wraps a connected non-blocking socket; the stream owns it from now on. */
+  constructor(fd: number) {
+    this.fd = fd;
+  }
+
+  readv(iov: IovecList): number | null {
+    return readv(this.fd, iov.bytes, iov.count);
+  }
+
+  writev(iov: IovecList): number | null {
+    return writev(this.fd, iov.bytes, iov.count);
+  }
+
+  write(bytes: Uint8Array): number | null {
+    return write(this.fd, bytes);
+  }
+
+  shutdownWrite(): void {
+    shutdownWrite(this.fd);
+  }
+
+  close(): void {
+    close(this.fd);
+  }
+}

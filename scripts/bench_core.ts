@@ -1,0 +1,212 @@
+/**
+ * `deno task bench`: requests per second and latency through the core, and in
+ * the same run the floor they are measured against.
+ *
+ * - The floor: an eventfd ping-pong between two C processes (kick, then call:
+ *   the two wake-ups a request at queue depth 1 costs, with no work at all).
+ * - Ours: the TypeScript front-end sends 1-descriptor requests (one 64-byte
+ *   device-writable buffer, the shape of a guest's rng request) to the echo
+ *   device's daemon at queue depth 1 and 64, once per event-loop policy.
+ *
+ * Where the two processes run decides the figures more than anything else: a
+ * wake-up on the same CPU costs a few µs, across CPUs of this virtual machine
+ * tens of µs. So each measurement is made twice, with both sides pinned to
+ * one CPU and pinned to two, the floor likewise. Runs alternate between the
+ * floor and ours and report medians, so machine noise hits both alike.
+ * Not a test: it asserts nothing.
+ *
+ * @module
+ */
+
+import { bit } from "../core/protocol/constants.ts";
+import { VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX } from "../core/virtio/features.ts";
+import { DriverMemory, DriverQueue, VhostUserFrontend } from "../tests/frontend/mod.ts";
+import { DaemonProcess } from "../tests/integration/daemon_process.ts";
+import { denoPingPong } from "./bench/deno_pingpong.ts";
+
+const ROUNDS = Number(Deno.env.get("BENCH_ROUNDS") ?? 3);
+const DEPTH1_REQUESTS = 30_000;
+const DEPTH64_REQUESTS = 200_000;
+const ECHO = new URL("../tests/echo_device/main.ts", import.meta.url).pathname;
+const FLOOR_SOURCE = new URL("./bench/eventfd_pingpong.c", import.meta.url).pathname;
+
+interface Figures {
+  /** Mean round trip in µs. */
+  mean: number;
+  /** Median round trip in µs. */
+  p50: number;
+  /** 99th percentile in µs. */
+  p99: number;
+  /** Requests per second. */
+  rps: number;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+async function buildFloor(dir: string): Promise<string> {
+  const binary = `${dir}/eventfd_pingpong`;
+  const out = await new Deno.Command("cc", {
+    args: ["-O2", "-o", binary, FLOOR_SOURCE],
+    stderr: "piped",
+  })
+    .output();
+  if (!out.success) throw new Error(`cc failed: ${new TextDecoder().decode(out.stderr)}`);
+  return binary;
+}
+
+/** CPUs of the front-end (this process) and of the daemon. */
+type Placement = { readonly name: string; readonly frontend: number; readonly daemon: number };
+
+const PLACEMENTS: Placement[] = [
+  { name: "one CPU", frontend: 0, daemon: 0 },
+  { name: "two CPUs", frontend: 0, daemon: 1 },
+];
+
+async function pinSelf(cpu: number): Promise<void> {
+  const out = await new Deno.Command("taskset", {
+    args: ["-a", "-p", "-c", String(cpu), String(Deno.pid)],
+  })
+    .output();
+  if (!out.success) throw new Error(`taskset failed: ${new TextDecoder().decode(out.stderr)}`);
+}
+
+async function floor(binary: string, placement: Placement): Promise<number> {
+  const rounds = 100_000;
+  const args = [String(rounds), String(placement.frontend), String(placement.daemon)];
+  const out = await new Deno.Command(binary, { args }).output();
+  const [, seconds] = new TextDecoder().decode(out.stdout).trim().split(" ").map(Number);
+  return seconds / rounds * 1e6;
+}
+
+async function core(
+  dir: string,
+  options: { policy: "hybrid" | "async"; placement: Placement },
+): Promise<{ depth1: Figures; depth64: Figures }> {
+  const path = `${dir}/echo-${options.policy}.sock`;
+  const daemon = await DaemonProcess.start(ECHO, {
+    args: ["-s", path, "--wait-policy", options.policy, "--log-level", "warn"],
+    waitFor: [path],
+    cpu: options.placement.daemon,
+  });
+  try {
+    const frontend = await VhostUserFrontend.connect(path);
+    const memory = new DriverMemory({ size: 8 << 20 });
+    const queue = new DriverQueue(memory, { size: 256, eventIdx: true });
+    frontend.init();
+    frontend.start({
+      memory,
+      queues: [queue],
+      features: bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_EVENT_IDX),
+    });
+    const request = { readable: [], writable: [64] };
+
+    const latencies = new Float64Array(DEPTH1_REQUESTS);
+    for (let i = -2000; i < DEPTH1_REQUESTS; i++) {
+      const start = performance.now();
+      queue.add(request);
+      queue.publish();
+      if (queue.needsKick()) frontend.kick(0);
+      while (queue.takeUsed().length === 0) {
+        if (!frontend.waitForCall(0, 5000)) throw new Error("the device stopped answering");
+      }
+      if (i >= 0) latencies[i] = (performance.now() - start) * 1000;
+    }
+    latencies.sort();
+    const total = latencies.reduce((a, b) => a + b, 0);
+    const depth1 = {
+      mean: total / DEPTH1_REQUESTS,
+      p50: latencies[Math.floor(DEPTH1_REQUESTS / 2)],
+      p99: latencies[Math.floor(DEPTH1_REQUESTS * 0.99)],
+      rps: DEPTH1_REQUESTS / (total / 1e6),
+    };
+
+    let sent = 0;
+    let done = 0;
+    const start = performance.now();
+    while (done < DEPTH64_REQUESTS) {
+      while (sent < DEPTH64_REQUESTS && queue.inFlight < 64) {
+        queue.add(request);
+        sent++;
+      }
+      queue.publish();
+      if (queue.needsKick()) frontend.kick(0);
+      let got = queue.takeUsed().length;
+      while (got === 0 && done < DEPTH64_REQUESTS) {
+        if (!frontend.waitForCall(0, 5000)) throw new Error("the device stopped answering");
+        got = queue.takeUsed().length;
+      }
+      done += got;
+    }
+    const seconds = (performance.now() - start) / 1000;
+    const depth64 = { mean: NaN, p50: NaN, p99: NaN, rps: DEPTH64_REQUESTS / seconds };
+    frontend.close();
+    memory.close();
+    return { depth1, depth64 };
+  } finally {
+    await daemon.stop();
+  }
+}
+
+type Runs = Record<"hybrid" | "async", { depth1: Figures; depth64: Figures }[]>;
+
+function report(placement: Placement, floors: { c: number[]; deno: number[] }, runs: Runs): void {
+  const floorUs = median(floors.c);
+  const denoUs = median(floors.deno);
+  const pick = (policy: "hybrid" | "async", depth: "depth1" | "depth64", key: keyof Figures) =>
+    median(runs[policy].map((r) => r[depth][key]));
+  const fmt = (n: number, digits = 1) => Number.isNaN(n) ? "-" : n.toFixed(digits);
+  console.log(
+    `\n${placement.name} (front-end on CPU ${placement.frontend}, daemon on CPU ${placement.daemon})\n`,
+  );
+  console.log("| measurement | mean µs | p50 µs | p99 µs | requests/s | vs floor (mean) |");
+  console.log("|---|---|---|---|---|---|");
+  console.log(
+    `| floor: C eventfd ping-pong | ${fmt(floorUs)} | - | - | ${fmt(1e6 / floorUs, 0)} | 1.00x |`,
+  );
+  console.log(
+    `| Deno eventfd ping-pong, same FFI calls | ${fmt(denoUs)} | - | - | ${
+      fmt(1e6 / denoUs, 0)
+    } | ${(denoUs / floorUs).toFixed(2)}x |`,
+  );
+  for (const policy of ["hybrid", "async"] as const) {
+    const mean = pick(policy, "depth1", "mean");
+    console.log(
+      `| echo, depth 1, ${policy} loop | ${fmt(mean)} | ${fmt(pick(policy, "depth1", "p50"))} | ${
+        fmt(pick(policy, "depth1", "p99"))
+      } | ${fmt(pick(policy, "depth1", "rps"), 0)} | ${(mean / floorUs).toFixed(2)}x |`,
+    );
+    console.log(
+      `| echo, depth 64, ${policy} loop | - | - | - | ${
+        fmt(pick(policy, "depth64", "rps"), 0)
+      } | - |`,
+    );
+  }
+}
+
+if (import.meta.main) {
+  const dir = Deno.makeTempDirSync({ prefix: "vhost-bench-" });
+  try {
+    const binary = await buildFloor(dir);
+    console.log(
+      `Core benchmark: median of ${ROUNDS} rounds; 1-descriptor requests (a 64-byte writable buffer)`,
+    );
+    for (const placement of PLACEMENTS) {
+      await pinSelf(placement.frontend);
+      const floors = { c: [] as number[], deno: [] as number[] };
+      const runs: Runs = { hybrid: [], async: [] };
+      for (let round = 0; round < ROUNDS; round++) {
+        floors.c.push(await floor(binary, placement));
+        floors.deno.push(await denoPingPong(dir, { rounds: 50_000, cpu: placement.daemon }));
+        runs.hybrid.push(await core(dir, { policy: "hybrid", placement }));
+        runs.async.push(await core(dir, { policy: "async", placement }));
+        console.error(`${placement.name}: round ${round + 1}/${ROUNDS} done`);
+      }
+      report(placement, floors, runs);
+    }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
