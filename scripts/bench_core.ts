@@ -19,6 +19,7 @@
  */
 
 import { bit } from "../core/protocol/constants.ts";
+import { read, setNonBlocking } from "../ffi/mod.ts";
 import { VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX } from "../core/virtio/features.ts";
 import { DriverMemory, DriverQueue, VhostUserFrontend } from "../tests/frontend/mod.ts";
 import { DaemonProcess } from "../tests/integration/daemon_process.ts";
@@ -102,6 +103,11 @@ async function core(
       features: bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_EVENT_IDX),
     });
     const request = { readable: [], writable: [64] };
+    // The front-end stands in for a guest: wait for calls as a vCPU thread
+    // would, in one blocking read, so the figures measure the daemon.
+    const callFd = frontend.callFd(0);
+    setNonBlocking(callFd, false);
+    const counter = new Uint8Array(8);
 
     const latencies = new Float64Array(DEPTH1_REQUESTS);
     for (let i = -2000; i < DEPTH1_REQUESTS; i++) {
@@ -109,9 +115,7 @@ async function core(
       queue.add(request);
       queue.publish();
       if (queue.needsKick()) frontend.kick(0);
-      while (queue.takeUsed().length === 0) {
-        if (!frontend.waitForCall(0, 5000)) throw new Error("the device stopped answering");
-      }
+      while (queue.takeUsed().length === 0) read(callFd, counter);
       if (i >= 0) latencies[i] = (performance.now() - start) * 1000;
     }
     latencies.sort();
@@ -135,7 +139,7 @@ async function core(
       if (queue.needsKick()) frontend.kick(0);
       let got = queue.takeUsed().length;
       while (got === 0 && done < DEPTH64_REQUESTS) {
-        if (!frontend.waitForCall(0, 5000)) throw new Error("the device stopped answering");
+        read(callFd, counter);
         got = queue.takeUsed().length;
       }
       done += got;

@@ -28,18 +28,17 @@ export interface RngDaemonProcess extends AsyncDisposable {
 }
 
 /**
- * Starts `deno run -A <denoFlags> devices/rng/main.ts -s <tmp>/rng.sock
- * <args>` at log level info and waits until every socket listens
- * (`socketCount`, default 1).
+ * Starts `deno run -A devices/rng/main.ts -s <tmp>/rng.sock <args>` at log
+ * level info and waits until every socket listens (`socketCount`, default 1).
  */
 export async function startRngDaemon(
   args: readonly string[],
-  options: { socketCount?: number; denoFlags?: readonly string[] } = {},
+  options: { socketCount?: number } = {},
 ): Promise<RngDaemonProcess> {
   const dir = await Deno.makeTempDir({ prefix: "rng-" });
   const socketPrefix = `${dir}/rng.sock`;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", ...(options.denoFlags ?? []), MAIN, "-s", socketPrefix, "--log-level", "info", ...args],
+    args: ["run", "-A", MAIN, "-s", socketPrefix, "--log-level", "info", ...args],
     stdin: "null",
     stdout: "null",
     stderr: "piped",

@@ -21,6 +21,8 @@ import { TxBuffer } from "./tx_buffer.ts";
 export type ConnectionState =
   /** The host asked for it; our REQUEST awaits the guest's RESPONSE. */
   | "connecting"
+  /** The guest asked for it; the host stream's connect is under way. */
+  | "host-connecting"
   /** Both sides may exchange data. */
   | "established"
   /** The host side is gone; we await the guest's RST (or a timeout). */

@@ -428,15 +428,35 @@ export class VsockDevice implements VirtioDevice {
       return;
     }
     const conn = new Connection({ localPort: header.dstPort, peerPort: header.srcPort }, {
-      state: "established",
+      state: stream.pending ? "host-connecting" : "established",
       stream,
       bufAlloc: this.#txBufferSize,
     });
     conn.updatePeerCredit(header.bufAlloc, header.fwdCnt);
     this.#connections.set(conn.key, conn);
-    this.#context?.log.debug(`guest connected ${this.#describe(conn)}`);
-    this.#queueControl(conn, VIRTIO_VSOCK_OP_RESPONSE);
+    if (stream.pending) {
+      conn.deadline = performance.now() + CONNECT_TIMEOUT_MS;
+      this.#scheduleSweep();
+    } else {
+      this.#context?.log.debug(`guest connected ${this.#describe(conn)}`);
+      this.#queueControl(conn, VIRTIO_VSOCK_OP_RESPONSE);
+    }
     this.#setEvents(conn);
+  }
+
+  /** The host stream's connect ended: RESPONSE if it worked, else RST. */
+  #hostConnectDone(conn: Connection, flags: number): void {
+    if (flags & (EPOLLERR | EPOLLHUP)) {
+      this.#context?.log.debug(`${this.#describe(conn)}: the host refused the connection`);
+      this.#remove(conn, { reset: true });
+    } else if (flags & EPOLLOUT) {
+      conn.state = "established";
+      conn.deadline = Infinity;
+      this.#context?.log.debug(`guest connected ${this.#describe(conn)}`);
+      this.#queueControl(conn, VIRTIO_VSOCK_OP_RESPONSE);
+      this.#setEvents(conn);
+    }
+    this.#processRx();
   }
 
   /** The guest accepted a host-initiated connection: tell the host program (`OK <port>`). */
@@ -550,6 +570,10 @@ export class VsockDevice implements VirtioDevice {
 
   #onHostEvent(conn: Connection, flags: number): void {
     if (!conn.stream) return;
+    if (conn.state === "host-connecting") {
+      this.#hostConnectDone(conn, flags);
+      return;
+    }
     if (flags & EPOLLOUT) this.#flush(conn);
     if (!conn.stream) {
       this.#processRx();
@@ -612,7 +636,7 @@ export class VsockDevice implements VirtioDevice {
     ) {
       events |= EPOLLIN;
     }
-    if (!conn.txBuffer.empty) events |= EPOLLOUT;
+    if (!conn.txBuffer.empty || conn.state === "host-connecting") events |= EPOLLOUT;
     if (conn.events === null) {
       loop.watch(stream.fd, (flags) => this.#onHostEvent(conn, flags), events);
     } else if (conn.events !== events) {
@@ -661,7 +685,9 @@ export class VsockDevice implements VirtioDevice {
       let conn: Connection | null = null;
       if (this.#control.length === 0 && this.#siblings.length === 0) {
         conn = this.#nextReady();
-        if (conn === null) break;
+        // Out of connections to serve, unless one just asked for credit.
+        if (conn === null && this.#control.length === 0) break;
+        if (conn === null) continue;
       }
       const chain = queue.next() ?? (queue.enableNotification() ? queue.next() : null);
       if (chain === null) break;
@@ -934,7 +960,7 @@ export class VsockDevice implements VirtioDevice {
         if (conn.deadline !== Infinity) waiting = true;
         continue;
       }
-      if (conn.state === "connecting") {
+      if (conn.state === "connecting" || conn.state === "host-connecting") {
         this.#limited?.info(
           "connect-timeout",
           `guest did not answer the host's connection to port ${conn.peerPort}`,

@@ -20,6 +20,11 @@ import {
 export interface HostStream {
   /** The descriptor the device watches on the event loop. */
   readonly fd: number;
+  /**
+   * The connect is still under way: the stream turns writable (EPOLLOUT)
+   * once connected, or reports EPOLLERR/EPOLLHUP if it failed.
+   */
+  readonly pending: boolean;
   /** Reads into the iovecs; bytes read, 0 at end of file, `null` if nothing is there now. Throws on errors. */
   readv(iov: IovecList): number | null;
   /** Writes the iovecs; bytes written, or `null` if the socket is full. Throws on errors (EPIPE…). */
@@ -57,10 +62,12 @@ export interface HostBackend {
 export class SocketStream implements HostStream {
   /** The socket. */
   readonly fd: number;
+  readonly pending: boolean;
 
-  /** Wraps a connected non-blocking socket; the stream owns it from now on. */
-  constructor(fd: number) {
+  /** Wraps a (connecting or) connected non-blocking socket; the stream owns it from now on. */
+  constructor(fd: number, options: { pending?: boolean } = {}) {
     this.fd = fd;
+    this.pending = options.pending ?? false;
   }
 
   readv(iov: IovecList): number | null {

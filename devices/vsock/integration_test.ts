@@ -1,0 +1,544 @@
+// Integration tests: the daemon as a child process, the TypeScript vhost-user
+// front-end playing a Linux guest, host programs as Unix sockets in this process.
+import assert from "node:assert/strict";
+import {
+  acceptUnix,
+  close,
+  connectUnix,
+  listenUnix,
+  read,
+  setNonBlocking,
+  write,
+} from "../../ffi/mod.ts";
+import { bit } from "../../core/protocol/constants.ts";
+import {
+  VIRTIO_F_NOTIFY_ON_EMPTY,
+  VIRTIO_F_VERSION_1,
+  VIRTIO_RING_F_EVENT_IDX,
+  VIRTIO_RING_F_INDIRECT_DESC,
+} from "../../core/virtio/features.ts";
+import {
+  headerBytes,
+  VIRTIO_VSOCK_OP_CREDIT_REQUEST,
+  VIRTIO_VSOCK_OP_CREDIT_UPDATE,
+  VIRTIO_VSOCK_OP_REQUEST,
+  VIRTIO_VSOCK_OP_RESPONSE,
+  VIRTIO_VSOCK_OP_RST,
+  VIRTIO_VSOCK_OP_RW,
+  VIRTIO_VSOCK_OP_SHUTDOWN,
+  VIRTIO_VSOCK_SHUTDOWN_F_RECEIVE,
+  VIRTIO_VSOCK_SHUTDOWN_F_SEND,
+  VMADDR_CID_HOST,
+} from "./packet.ts";
+import { DaemonProcess, FakeGuest, type Packet } from "./testing/fake_guest.ts";
+
+const BOTH = VIRTIO_VSOCK_SHUTDOWN_F_RECEIVE | VIRTIO_VSOCK_SHUTDOWN_F_SEND;
+
+/** A temp dir with the daemon's socket paths. */
+function paths(): { dir: string; socket: string; uds: string } {
+  const dir = Deno.makeTempDirSync({ prefix: "vsock-it-" });
+  return { dir, socket: `${dir}/vhost.sock`, uds: `${dir}/vm.vsock` };
+}
+
+/** Reads whatever a non-blocking fd has, up to `max` bytes; `null` at end of file. */
+function readSome(fd: number, max = 1 << 20): Uint8Array | null {
+  const buffer = new Uint8Array(max);
+  const n = read(fd, buffer);
+  if (n === 0) return null;
+  return buffer.subarray(0, n ?? 0);
+}
+
+/** Pumps guest rx while waiting for `condition`. */
+function pumpUntil(guest: FakeGuest, condition: () => boolean, what: string, timeoutMs = 5000) {
+  const deadline = performance.now() + timeoutMs;
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    guest.poll(5);
+  }
+}
+
+/** Host reads exactly `length` bytes from `fd`, pumping the guest meanwhile. */
+function hostRead(guest: FakeGuest, fd: number, length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let got = 0;
+  pumpUntil(guest, () => {
+    const chunk = readSome(fd, length - got);
+    if (chunk === null) throw new Error(`end of file after ${got} of ${length} bytes`);
+    out.set(chunk, got);
+    got += chunk.length;
+    return got === length;
+  }, `${length} bytes on the host`);
+  return out;
+}
+
+/** Whether `fd` reads end of file (pumping the guest). */
+function hostSeesEof(guest: FakeGuest, fd: number): boolean {
+  let eof = false;
+  pumpUntil(guest, () => {
+    try {
+      eof = readSome(fd) === null;
+    } catch {
+      eof = true; // ECONNRESET counts
+    }
+    return eof;
+  }, "end of file on the host");
+  return eof;
+}
+
+/** A guest-side stream connection with Linux-like credit bookkeeping. */
+class GuestStream {
+  sent = 0;
+  received = 0;
+  peerBufAlloc = 0;
+  peerFwdCnt = 0;
+  readonly data: Uint8Array[] = [];
+
+  constructor(
+    readonly guest: FakeGuest,
+    readonly port: number,
+    readonly peerPort: number,
+    readonly bufAlloc = 256 * 1024,
+  ) {}
+
+  get peerCredit(): number {
+    return this.peerBufAlloc - (this.sent - this.peerFwdCnt);
+  }
+
+  matches(p: Packet): boolean {
+    return p.header.srcCid === VMADDR_CID_HOST && p.header.srcPort === this.peerPort &&
+      p.header.dstPort === this.port;
+  }
+
+  send(op: number, payload: Uint8Array = new Uint8Array(0), flags = 0): void {
+    this.guest.send({
+      op,
+      srcPort: this.port,
+      dstPort: this.peerPort,
+      flags,
+      bufAlloc: this.bufAlloc,
+      fwdCnt: this.received,
+    }, payload);
+    if (op === VIRTIO_VSOCK_OP_RW) this.sent += payload.length;
+  }
+
+  /** Takes the next packet of this connection, tracking credit and data. */
+  next(timeoutMs = 5000): Packet {
+    const p = this.guest.take((q) => this.matches(q), timeoutMs);
+    this.peerBufAlloc = p.header.bufAlloc;
+    this.peerFwdCnt = p.header.fwdCnt;
+    if (p.header.op === VIRTIO_VSOCK_OP_RW) {
+      this.received += p.payload.length;
+      this.data.push(p.payload);
+    }
+    return p;
+  }
+
+  /** The next packet that is not a CREDIT_UPDATE (those only update credit). */
+  nextControl(timeoutMs = 5000): Packet {
+    for (;;) {
+      const p = this.next(timeoutMs);
+      if (p.header.op !== VIRTIO_VSOCK_OP_CREDIT_UPDATE) return p;
+    }
+  }
+
+  /** Writes `bytes` respecting the host's credit, waiting for CREDIT_UPDATEs as needed. */
+  write(bytes: Uint8Array, chunk = 16384): void {
+    let offset = 0;
+    while (offset < bytes.length) {
+      if (this.peerCredit <= 0) {
+        this.next();
+        continue;
+      }
+      const take = Math.min(chunk, this.peerCredit, bytes.length - offset);
+      this.send(VIRTIO_VSOCK_OP_RW, bytes.subarray(offset, offset + take));
+      offset += take;
+    }
+  }
+
+  /** Receives until `length` bytes arrived; returns them. */
+  readBytes(length: number): Uint8Array {
+    while (this.received < length) {
+      const p = this.next();
+      if (p.header.op === VIRTIO_VSOCK_OP_SHUTDOWN || p.header.op === VIRTIO_VSOCK_OP_RST) {
+        throw new Error(`connection ended after ${this.received} of ${length} bytes`);
+      }
+      if (p.header.op === VIRTIO_VSOCK_OP_CREDIT_REQUEST) {
+        this.send(VIRTIO_VSOCK_OP_CREDIT_UPDATE);
+      }
+    }
+    return concat(this.data);
+  }
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+function pattern(length: number, seed: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+/** Guest connects to host port `hostPort` (a listener at `<uds>_<hostPort>`); returns both ends. */
+function guestConnect(
+  guest: FakeGuest,
+  options: { listener: number; hostPort: number; guestPort: number; bufAlloc?: number },
+): { stream: GuestStream; host: number } {
+  const stream = new GuestStream(guest, options.guestPort, options.hostPort, options.bufAlloc);
+  stream.send(VIRTIO_VSOCK_OP_REQUEST);
+  const reply = stream.next();
+  assert.equal(reply.header.op, VIRTIO_VSOCK_OP_RESPONSE, "RESPONSE to the REQUEST");
+  let host: number | null = null;
+  pumpUntil(guest, () => (host = acceptUnix(options.listener)) !== null, "the host accept");
+  return { stream, host: host! };
+}
+
+/** Host connects through the hybrid socket to guest port `guestPort`; guest accepts. */
+function hostConnect(
+  guest: FakeGuest,
+  options: { uds: string; guestPort: number; bufAlloc?: number },
+): { stream: GuestStream; host: number } {
+  const host = connectUnix(options.uds);
+  setNonBlocking(host, true);
+  write(host, new TextEncoder().encode(`CONNECT ${options.guestPort}\n`));
+  const request = guest.take((p) =>
+    p.header.op === VIRTIO_VSOCK_OP_REQUEST && p.header.dstPort === options.guestPort
+  );
+  const stream = new GuestStream(
+    guest,
+    options.guestPort,
+    request.header.srcPort,
+    options.bufAlloc,
+  );
+  stream.peerBufAlloc = request.header.bufAlloc;
+  stream.peerFwdCnt = request.header.fwdCnt;
+  stream.send(VIRTIO_VSOCK_OP_RESPONSE);
+  const ok = new TextDecoder().decode(hostRead(guest, host, `OK ${options.guestPort}\n`.length));
+  assert.equal(ok, `OK ${options.guestPort}\n`);
+  return { stream, host };
+}
+
+async function withDaemon(
+  extraArgs: string[],
+  body: (ctx: { guest: FakeGuest; daemon: DaemonProcess; uds: string; dir: string }) => void,
+  options: { tx?: number } = {},
+): Promise<string> {
+  const { dir, socket, uds } = paths();
+  const args = ["--socket", socket, "--uds-path", uds, "--guest-cid", "7", ...extraArgs];
+  if (options.tx) args.push("--tx-buffer-size", String(options.tx));
+  const daemon = await DaemonProcess.spawn(args, { waitFor: [socket, uds] });
+  let log = "";
+  try {
+    const guest = await FakeGuest.attach(socket);
+    try {
+      body({ guest, daemon, uds, dir });
+    } finally {
+      guest.close();
+    }
+  } finally {
+    log = await daemon.stop();
+    Deno.removeSync(dir, { recursive: true });
+  }
+  return log;
+}
+
+Deno.test("vsock: config space, features and queues as rust-vmm's", async () => {
+  await withDaemon([], ({ guest }) => {
+    assert.equal(guest.cid, 7);
+    const offered = guest.frontend.backendFeatures;
+    for (const feature of [VIRTIO_F_VERSION_1, VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_RING_F_EVENT_IDX]) {
+      assert.ok(offered & bit(feature), `feature ${feature} offered`);
+    }
+    assert.equal(offered & bit(VIRTIO_RING_F_INDIRECT_DESC), 0n, "no INDIRECT_DESC");
+    assert.equal(guest.frontend.getQueueNum(), 3);
+  });
+});
+
+Deno.test("vsock: guest connects to <uds>_<port>; data both ways; clean close", async () => {
+  await withDaemon([], ({ guest, uds }) => {
+    const listener = listenUnix(`${uds}_1234`, 16);
+    try {
+      const { stream, host } = guestConnect(guest, { listener, hostPort: 1234, guestPort: 40000 });
+      setNonBlocking(host, true);
+      const out = pattern(100_000, 1);
+      stream.write(out);
+      assert.deepEqual(hostRead(guest, host, out.length), out);
+      const back = pattern(50_000, 2);
+      assert.equal(write(host, back), back.length);
+      assert.deepEqual(stream.readBytes(back.length), back);
+      // The guest closes: SHUTDOWN both, answered by RST; the host reads end of file.
+      stream.send(VIRTIO_VSOCK_OP_SHUTDOWN, undefined, BOTH);
+      assert.equal(stream.nextControl().header.op, VIRTIO_VSOCK_OP_RST);
+      assert.ok(hostSeesEof(guest, host));
+      close(host);
+    } finally {
+      close(listener);
+    }
+  });
+});
+
+Deno.test("vsock: refused connects, unknown connections and foreign CIDs", async () => {
+  const log = await withDaemon([], ({ guest }) => {
+    // Nothing listens at <uds>_999: RST.
+    const s = new GuestStream(guest, 40001, 999);
+    s.send(VIRTIO_VSOCK_OP_REQUEST);
+    assert.equal(s.next().header.op, VIRTIO_VSOCK_OP_RST);
+    // RW for no connection: RST. RST for no connection: nothing.
+    const t = new GuestStream(guest, 40002, 998);
+    t.send(VIRTIO_VSOCK_OP_RW, new Uint8Array([1, 2, 3]));
+    assert.equal(t.next().header.op, VIRTIO_VSOCK_OP_RST);
+    t.send(VIRTIO_VSOCK_OP_RST);
+    // A packet claiming another source CID is dropped with a log line.
+    guest.send({ op: VIRTIO_VSOCK_OP_REQUEST, srcPort: 1, dstPort: 999, srcCid: 8 });
+    // A chain shorter than a header, a header whose len lies: no crash.
+    guest.sendRaw([new Uint8Array(10)]);
+    const liar = headerBytes({
+      srcCid: guest.cid,
+      dstCid: 2,
+      srcPort: 5,
+      dstPort: 6,
+      len: 1000,
+      type: 1,
+      op: VIRTIO_VSOCK_OP_RW,
+      flags: 0,
+      bufAlloc: 0,
+      fwdCnt: 0,
+    });
+    guest.sendRaw([liar, new Uint8Array(10)]);
+    // Unknown socket type: RST.
+    guest.send({ op: VIRTIO_VSOCK_OP_REQUEST, srcPort: 7, dstPort: 999, type: 2 });
+    const packets = guest.drain(300);
+    assert.deepEqual(
+      packets.map((p) => [p.header.op, p.header.dstPort]),
+      [[VIRTIO_VSOCK_OP_RST, 5], [VIRTIO_VSOCK_OP_RST, 7]],
+    );
+    assert.equal(guest.txInFlight, 0, "every tx chain was returned");
+  });
+  assert.match(log, /source CID 8/);
+  assert.match(log, /less than a header/);
+});
+
+Deno.test("vsock: host CONNECT <port> reaches the guest; OK carries the guest port", async () => {
+  await withDaemon([], ({ guest, uds }) => {
+    const { stream, host } = hostConnect(guest, { uds, guestPort: 5000 });
+    const out = pattern(70_000, 3);
+    assert.equal(write(host, out), out.length);
+    assert.deepEqual(stream.readBytes(out.length), out);
+    const back = pattern(30_000, 4);
+    stream.write(back);
+    assert.deepEqual(hostRead(guest, host, back.length), back);
+    // The host closes: the guest gets SHUTDOWN both; its RST ends the connection.
+    close(host);
+    const shutdown = stream.nextControl();
+    assert.equal(shutdown.header.op, VIRTIO_VSOCK_OP_SHUTDOWN);
+    assert.equal(shutdown.header.flags, BOTH);
+    stream.send(VIRTIO_VSOCK_OP_RST);
+    // A host program for a port nobody answers: the guest's RST closes it.
+    const refused = connectUnix(uds);
+    setNonBlocking(refused, true);
+    write(refused, new TextEncoder().encode("connect 6000\n"));
+    const request = guest.take((p) => p.header.op === VIRTIO_VSOCK_OP_REQUEST);
+    assert.equal(request.header.dstPort, 6000);
+    guest.send({
+      op: VIRTIO_VSOCK_OP_RST,
+      srcPort: 6000,
+      dstPort: request.header.srcPort,
+    });
+    assert.ok(hostSeesEof(guest, refused));
+    close(refused);
+    // A malformed line is refused.
+    const bad = connectUnix(uds);
+    setNonBlocking(bad, true);
+    write(bad, new TextEncoder().encode("HELLO 1\n"));
+    assert.ok(hostSeesEof(guest, bad));
+    close(bad);
+  });
+});
+
+Deno.test("vsock: half-close in each direction", async () => {
+  await withDaemon([], ({ guest, uds }) => {
+    const listener = listenUnix(`${uds}_77`, 4);
+    try {
+      const { stream, host } = guestConnect(guest, { listener, hostPort: 77, guestPort: 41000 });
+      setNonBlocking(host, true);
+      // Guest SHUTDOWN SEND: the host reads end of file, and can still answer.
+      stream.write(new TextEncoder().encode("request"));
+      stream.send(VIRTIO_VSOCK_OP_SHUTDOWN, undefined, VIRTIO_VSOCK_SHUTDOWN_F_SEND);
+      assert.deepEqual(new TextDecoder().decode(hostRead(guest, host, 7)), "request");
+      assert.ok(hostSeesEof(guest, host));
+      write(host, new TextEncoder().encode("reply"));
+      assert.deepEqual(new TextDecoder().decode(stream.readBytes(5)), "reply");
+      // Host closes: SHUTDOWN both; the guest's SHUTDOWN is answered with RST.
+      close(host);
+      const last = stream.nextControl();
+      assert.equal(last.header.op, VIRTIO_VSOCK_OP_SHUTDOWN);
+      stream.send(VIRTIO_VSOCK_OP_SHUTDOWN, undefined, BOTH);
+      assert.equal(stream.nextControl().header.op, VIRTIO_VSOCK_OP_RST);
+    } finally {
+      close(listener);
+    }
+  });
+});
+
+Deno.test("vsock: credit: a host that stops reading stalls only its own connection", async () => {
+  const TX = 8192;
+  await withDaemon([], ({ guest, uds }) => {
+    const listener = listenUnix(`${uds}_88`, 4);
+    try {
+      const slow = guestConnect(guest, { listener, hostPort: 88, guestPort: 42000 });
+      const fast = guestConnect(guest, { listener, hostPort: 88, guestPort: 42001 });
+      setNonBlocking(slow.host, true);
+      setNonBlocking(fast.host, true);
+      assert.equal(slow.stream.peerBufAlloc, TX, "buf_alloc is --tx-buffer-size");
+      // Fill the slow host's socket buffer and ours: the guest runs out of credit.
+      let pushed = 0;
+      for (let round = 0; round < 400 && slow.stream.peerCredit > 0; round++) {
+        const n = Math.min(slow.stream.peerCredit, 4096);
+        slow.stream.send(VIRTIO_VSOCK_OP_RW, pattern(n, round));
+        pushed += n;
+        guest.drain(2).forEach((p) => guest.inbox.push(p));
+        // Credit updates arrive while the kernel buffer still takes bytes.
+        while (guest.inbox.some((p) => slow.stream.matches(p))) slow.stream.next(0);
+      }
+      assert.equal(slow.stream.peerCredit, 0, `credit exhausted after ${pushed} bytes`);
+      // The other connection is unaffected.
+      const data = pattern(100_000, 9);
+      fast.stream.write(data);
+      assert.deepEqual(hostRead(guest, fast.host, data.length), data);
+      // Sending beyond credit is a protocol violation: RST.
+      const over = guestConnect(guest, { listener, hostPort: 88, guestPort: 42002 });
+      // (the slow one recovers first: the host drains it and credit returns)
+      let drained = 0;
+      pumpUntil(guest, () => {
+        const chunk = readSome(slow.host);
+        drained += chunk?.length ?? 0;
+        return drained === pushed;
+      }, "draining the slow host");
+      pumpUntil(guest, () => {
+        while (guest.inbox.some((p) => slow.stream.matches(p))) slow.stream.next(0);
+        return slow.stream.peerCredit === TX;
+      }, "credit to come back");
+      close(over.host);
+      close(slow.host);
+      close(fast.host);
+    } finally {
+      close(listener);
+    }
+  }, { tx: TX });
+});
+
+Deno.test("vsock: credit: the device never exceeds the guest's buf_alloc", async () => {
+  await withDaemon([], ({ guest, uds }) => {
+    const { stream, host } = hostConnect(guest, { uds, guestPort: 5001, bufAlloc: 10_000 });
+    const out = pattern(50_000, 5);
+    assert.equal(write(host, out), out.length);
+    // Exactly the credit arrives, then a CREDIT_REQUEST.
+    let request: Packet | null = null;
+    while (request === null) {
+      const p = stream.next();
+      if (p.header.op === VIRTIO_VSOCK_OP_CREDIT_REQUEST) request = p;
+      else assert.equal(p.header.op, VIRTIO_VSOCK_OP_RW);
+    }
+    assert.equal(stream.received, 10_000);
+    assert.equal(guest.drain(100).filter((p) => stream.matches(p)).length, 0, "nothing more");
+    // The guest app reads: CREDIT_UPDATE; the rest flows (and more requests come).
+    assert.deepEqual(stream.readBytes(out.length), out);
+    close(host);
+  });
+});
+
+Deno.test("vsock: a guest exceeding our credit is reset", async () => {
+  const log = await withDaemon([], ({ guest, uds }) => {
+    const listener = listenUnix(`${uds}_89`, 4);
+    try {
+      const { stream, host } = guestConnect(guest, { listener, hostPort: 89, guestPort: 43000 });
+      // The host never reads: 4 KiB buffer + the kernel's socket buffer, then RST.
+      let reset = false;
+      for (let i = 0; i < 2000 && !reset; i++) {
+        stream.send(VIRTIO_VSOCK_OP_RW, new Uint8Array(4096));
+        reset = guest.drain(1).some((p) => {
+          if (!stream.matches(p)) return false;
+          return p.header.op === VIRTIO_VSOCK_OP_RST;
+        });
+      }
+      assert.ok(reset, "RST after the overflow");
+      close(host);
+    } finally {
+      close(listener);
+    }
+  }, { tx: 4096 });
+  assert.match(log, /beyond the credit/);
+});
+
+Deno.test("vsock: 64 concurrent connections, both directions, interleaved", async () => {
+  await withDaemon([], ({ guest, uds }) => {
+    const listener = listenUnix(`${uds}_2000`, 128);
+    try {
+      const conns = [];
+      for (let i = 0; i < 32; i++) {
+        conns.push(guestConnect(guest, { listener, hostPort: 2000, guestPort: 50000 + i }));
+        conns.push(hostConnect(guest, { uds, guestPort: 3000 + i }));
+      }
+      conns.forEach((c) => setNonBlocking(c.host, true));
+      const size = 20_000;
+      // Everyone writes in both directions before anyone reads.
+      conns.forEach((c, i) => {
+        assert.equal(write(c.host, pattern(size, 1000 + i)), size);
+        c.stream.write(pattern(size, 2000 + i), 4096);
+      });
+      conns.forEach((c, i) => {
+        assert.deepEqual(c.stream.readBytes(size), pattern(size, 1000 + i), `conn ${i} to guest`);
+        assert.deepEqual(hostRead(guest, c.host, size), pattern(size, 2000 + i), `conn ${i} to host`);
+      });
+      conns.forEach((c) => close(c.host));
+      for (const c of conns) {
+        const p = c.stream.nextControl();
+        assert.equal(p.header.op, VIRTIO_VSOCK_OP_SHUTDOWN);
+        c.stream.send(VIRTIO_VSOCK_OP_RST);
+      }
+    } finally {
+      close(listener);
+    }
+  });
+});
+
+Deno.test("vsock: short connections leave no descriptors behind", async () => {
+  await withDaemon([], ({ guest, uds, daemon }) => {
+    const listener = listenUnix(`${uds}_4000`, 128);
+    try {
+      const cycle = (i: number) => {
+        const a = guestConnect(guest, { listener, hostPort: 4000, guestPort: 60000 + i });
+        a.stream.write(new Uint8Array([i & 0xff]));
+        assert.deepEqual(hostRead(guest, a.host, 1), new Uint8Array([i & 0xff]));
+        a.stream.send(VIRTIO_VSOCK_OP_SHUTDOWN, undefined, BOTH);
+        assert.equal(a.stream.nextControl().header.op, VIRTIO_VSOCK_OP_RST);
+        close(a.host);
+        const b = hostConnect(guest, { uds, guestPort: 7000 + i });
+        close(b.host);
+        assert.equal(b.stream.nextControl().header.op, VIRTIO_VSOCK_OP_SHUTDOWN);
+        b.stream.send(VIRTIO_VSOCK_OP_RST);
+      };
+      for (let i = 0; i < 20; i++) cycle(i);
+      guest.drain(50);
+      const before = daemon.fdCount();
+      for (let i = 20; i < 220; i++) cycle(i);
+      guest.drain(50);
+      assert.equal(daemon.fdCount(), before, "no descriptor growth over 200 cycles");
+    } finally {
+      close(listener);
+    }
+  });
+});

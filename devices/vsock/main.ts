@@ -1,0 +1,43 @@
+/**
+ * `vhost-device-vsock`: virtio-vsock back-ends for one or several VMs, with
+ * hybrid vsock over Unix sockets or forwarding to AF_VSOCK, as rust-vmm's
+ * binary of the same name.
+ *
+ * @module
+ */
+
+import { LOG_OPTIONS, loggerFor, runMain } from "../../core/cli.ts";
+import { Daemon } from "../../core/daemon.ts";
+import { vmConfigsFrom, VSOCK_OPTIONS } from "./config.ts";
+import { CidRegistry } from "./registry.ts";
+import { VsockVm } from "./vm.ts";
+
+/** The command line. */
+export const SPEC = {
+  name: "vhost-device-vsock",
+  about: "A virtio-vsock device backend (vhost-user), with hybrid vsock over Unix sockets",
+  options: [...VSOCK_OPTIONS, ...LOG_OPTIONS],
+} as const;
+
+if (import.meta.main) {
+  await runMain(SPEC, async (options) => {
+    const log = loggerFor("vhost_device_vsock", {
+      flag: options["log-level"] as string | undefined,
+    });
+    const configs = vmConfigsFrom(options);
+    const registry = new CidRegistry();
+    const vms: VsockVm[] = [];
+    const daemon = new Daemon({ log, createDevice: (index) => vms[index].createDevice() });
+    for (const config of configs) {
+      const vmLog = configs.length > 1 ? log.child(`cid${config.guestCid}`) : log;
+      vms.push(new VsockVm(config, { loop: daemon.loop, log: vmLog, registry }));
+    }
+    try {
+      for (const vm of vms) vm.start();
+      for (const vm of vms) daemon.listen({ path: vm.config.socket });
+      await daemon.run();
+    } finally {
+      for (const vm of vms) vm.close({ unwatch: false });
+    }
+  });
+}

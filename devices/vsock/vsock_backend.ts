@@ -1,0 +1,74 @@
+/**
+ * The AF_VSOCK host side (rust-vmm's `--forward-cid`/`--forward-listen`):
+ * a guest connecting to the host on port P is forwarded to `(forwardCid,
+ * P)` (typically CID 1, this host through vsock_loopback); a host program
+ * connecting to AF_VSOCK port P (any local CID) of a `--forward-listen`
+ * port reaches the guest's port P.
+ *
+ * @module
+ */
+
+import { acceptVsock, close, connectVsock, listenVsock } from "../../ffi/mod.ts";
+import type { EventLoop } from "../../core/event_loop.ts";
+import type { Logger } from "../../core/log.ts";
+import type { HostBackend, HostConnectHandler, HostStream } from "./host.ts";
+import { SocketStream } from "./host.ts";
+
+/** The AF_VSOCK host side of one VM. */
+export class VsockHostBackend implements HostBackend {
+  readonly description: string;
+  readonly #forwardCid: number;
+  readonly #ports: readonly number[];
+  readonly #loop: EventLoop;
+  readonly #log: Logger;
+  readonly #listeners: number[] = [];
+
+  /** Forwards to `forwardCid`, listening on `listenPorts`. */
+  constructor(
+    target: { forwardCid: number; listenPorts: readonly number[] },
+    options: { loop: EventLoop; log: Logger },
+  ) {
+    this.#forwardCid = target.forwardCid;
+    this.#ports = target.listenPorts;
+    this.#loop = options.loop;
+    this.#log = options.log;
+    this.description = `vsock: forward to CID ${target.forwardCid}, listen on ` +
+      (target.listenPorts.length ? target.listenPorts.join("+") : "no port");
+  }
+
+  start(handler: HostConnectHandler): void {
+    for (const port of this.#ports) {
+      const fd = listenVsock(port);
+      this.#listeners.push(fd);
+      this.#loop.watch(fd, () => this.#accept(fd, { port, handler }));
+    }
+  }
+
+  connect(port: number): HostStream {
+    const { fd, pending } = connectVsock(this.#forwardCid, port);
+    return new SocketStream(fd, { pending });
+  }
+
+  close(options: { unwatch?: boolean } = {}): void {
+    for (const fd of this.#listeners) {
+      if (options.unwatch ?? true) this.#loop.unwatch(fd);
+      close(fd);
+    }
+    this.#listeners.length = 0;
+  }
+
+  #accept(listener: number, target: { port: number; handler: HostConnectHandler }): void {
+    for (;;) {
+      let fd: number | null;
+      try {
+        fd = acceptVsock(listener);
+      } catch (error) {
+        this.#log.error(`vsock port ${target.port}: accept failed: ${error}`);
+        return;
+      }
+      if (fd === null) return;
+      const stream = new SocketStream(fd);
+      if (!target.handler(stream, target.port)) stream.close();
+    }
+  }
+}

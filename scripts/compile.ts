@@ -1,0 +1,105 @@
+/**
+ * `deno task compile`: compiles each `devices/<name>/main.ts` to
+ * `dist/vhost-device-<name>` with only the permissions that device needs.
+ *
+ * Run: deno run --allow-all scripts/compile.ts [--target <triple>] [device…]
+ *
+ * `deno compile` embeds its `denort` runtime, downloaded from dl.deno.land
+ * unless `DENORT_BIN` names a local copy; without network access that
+ * download fails, and this script says so in one line.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+
+/**
+ * Deno permissions per device. `--allow-ffi` is needed for every daemon (libc
+ * through Deno.dlopen) and is a permission in name only: native code can do
+ * anything the process can. The rest still documents intent and guards the
+ * JavaScript side. `--allow-read`/`--allow-write`: stat and remove socket
+ * files (and stat the rng source); `--allow-env=RUST_LOG`: the log filter.
+ */
+export const DEVICE_PERMISSIONS: Readonly<Record<string, readonly string[]>> = {
+  rng: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
+  // Its code stats, reads and removes files (socket paths, --config); sockets go through FFI.
+  vsock: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
+};
+
+/** Options of {@link compileArgs}. */
+export interface CompileOptions {
+  /** Target triple (`deno compile --target`), e.g. `aarch64-unknown-linux-gnu`; default: the host. */
+  readonly target?: string;
+  /** Output directory; default `dist`. */
+  readonly outDir?: string;
+}
+
+/**
+ * The `deno` argv compiling device `name`. Type checking stays on (no
+ * `--no-check`): a release binary should not skip it, and it costs seconds.
+ * No `--include`: the daemons import everything statically. Throws for a
+ * device without a permission entry, so a new device must declare its needs.
+ */
+export function compileArgs(name: string, options: CompileOptions = {}): string[] {
+  const permissions = DEVICE_PERMISSIONS[name];
+  if (!permissions) {
+    throw new Error(`devices/${name} has no entry in DEVICE_PERMISSIONS (scripts/compile.ts)`);
+  }
+  return [
+    "compile",
+    ...permissions,
+    ...(options.target ? ["--target", options.target] : []),
+    "--output",
+    `${options.outDir ?? "dist"}/vhost-device-${name}`,
+    `devices/${name}/main.ts`,
+  ];
+}
+
+/** Whether `deno compile`'s stderr says it could not download its denort runtime. */
+export function isDenortDownloadFailure(stderr: string): boolean {
+  return /error sending request for url \(\S*denort/.test(stderr) ||
+    (stderr.includes("Setting up base binary") && /dns error|Connect|timed out/.test(stderr));
+}
+
+/** Device folders under `root/devices` that have a `main.ts`, sorted. */
+export function discoverDevices(root: string): string[] {
+  const names: string[] = [];
+  for (const entry of Deno.readDirSync(`${root}/devices`)) {
+    if (!entry.isDirectory) continue;
+    try {
+      if (Deno.statSync(`${root}/devices/${entry.name}/main.ts`).isFile) names.push(entry.name);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+  }
+  return names.sort();
+}
+
+if (import.meta.main) {
+  const root = new URL("..", import.meta.url).pathname;
+  const { values, positionals } = parseArgs({
+    args: Deno.args,
+    options: { target: { type: "string" } },
+    allowPositionals: true,
+  });
+  const devices = positionals.length > 0 ? positionals : discoverDevices(root);
+  let failed = false;
+  for (const name of devices) {
+    const args = compileArgs(name, { target: values.target });
+    console.error(`deno ${args.join(" ")}`);
+    const out = await new Deno.Command(Deno.execPath(), { args, cwd: root, stderr: "piped" })
+      .output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    if (out.success) continue;
+    if (isDenortDownloadFailure(stderr)) {
+      console.error(
+        "compile: deno compile could not download its denort runtime from dl.deno.land " +
+          "(no network access?); set DENORT_BIN to a local denort binary of the same Deno version",
+      );
+      Deno.exit(1);
+    }
+    console.error(stderr.trimEnd());
+    failed = true;
+  }
+  if (failed) Deno.exit(1);
+}
