@@ -11,6 +11,14 @@ import { stableBuffer, STAT_SIZE, STAT_SIZE_OFFSET } from "./structs.ts";
 const F_GETFL = 3;
 const F_SETFL = 4;
 const O_NONBLOCK = 0o4000;
+const O_RDONLY = 0;
+const O_CLOEXEC = 0o2000000;
+
+/** Opens `path` read-only and close-on-exec, optionally non-blocking; returns the fd. */
+export function openReadOnly(path: string, options: { nonBlocking?: boolean } = {}): number {
+  const flags = O_RDONLY | O_CLOEXEC | (options.nonBlocking ? O_NONBLOCK : 0);
+  return check(libc.open(new TextEncoder().encode(path + "\0"), flags, 0), "open", path);
+}
 
 /** Closes `fd`; errors are ignored, as after close(2) the fd is gone anyway. */
 export function close(fd: number): void {

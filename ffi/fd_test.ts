@@ -5,6 +5,7 @@ import {
   errnoName,
   IovecList,
   mapShared,
+  openReadOnly,
   preadv,
   pwritev,
   read,
@@ -58,4 +59,11 @@ Deno.test("scatter/gather I/O moves bytes between a socket and mapped memory", (
 Deno.test("errno names are symbolic", () => {
   assert.equal(errnoName(11), "EAGAIN");
   assert.equal(errnoName(4242), "errno 4242");
+});
+
+Deno.test("openReadOnly opens files and names the path when it cannot", () => {
+  const fd = openReadOnly("/dev/null", { nonBlocking: true });
+  assert.equal(read(fd, new Uint8Array(4)), 0);
+  close(fd);
+  assert.throws(() => openReadOnly("/nonexistent/x"), /open\(\/nonexistent\/x\) failed: ENOENT/);
 });

@@ -13,6 +13,8 @@
 const SYMBOLS = {
   // int *__errno_location(void);
   __errno_location: { parameters: [], result: "pointer" },
+  // int open(const char *pathname, int flags, ... /* mode_t mode */);
+  open: { parameters: ["buffer", "i32", "i32"], result: "i32" },
   // int close(int fd);
   close: { parameters: ["i32"], result: "i32" },
   // ssize_t read(int fd, void *buf, size_t count);

@@ -8,8 +8,7 @@
 
 import type { EventLoop } from "../../core/event_loop.ts";
 import type { GuestSlice } from "../../core/memory/guest_memory.ts";
-import { close, errnoName, IovecList, readv, SyscallError } from "../../ffi/mod.ts";
-import { openReadOnly } from "./open_read_only.ts";
+import { close, errnoName, IovecList, openReadOnly, readv, SyscallError } from "../../ffi/mod.ts";
 
 /** Where the device gets its bytes; tests substitute a fake. */
 export interface EntropySource {
