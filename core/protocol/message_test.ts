@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { FrontendRequest as R, NEED_REPLY_FLAG, VERSION } from "./constants.ts";
 import {
   decodeHeader,
@@ -122,4 +123,85 @@ Deno.test("malformed payloads are refused with the request named", () => {
   const badConfig = encodeConfig({ offset: 0, size: 4, flags: 0, data: new Uint8Array(2) });
   assert.throws(() => dec(R.GET_CONFIG, badConfig), /config size 4 does not match/);
   assert.throws(() => dec(R.GET_FEATURES, new Uint8Array(0), [3]), /expected 0/);
+});
+
+Deno.test("property: any header and payload decode to a message or a ProtocolError", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: 50 }),
+      fc.uint8Array({ maxLength: 300 }),
+      fc.integer({ min: 0, max: 9 }),
+      fc.boolean(),
+      (request, payload, fdCount, needReply) => {
+        const header = {
+          request,
+          flags: VERSION | (needReply ? NEED_REPLY_FLAG : 0),
+          size: payload.length,
+        };
+        const fds = Array.from({ length: fdCount }, (_, i) => 100 + i);
+        try {
+          const decoded = decodeMessage(header, { payload, fds });
+          assert.equal(decoded.needReply, needReply);
+        } catch (error) {
+          assert.ok(error instanceof ProtocolError, `unexpected ${error}`);
+        }
+      },
+    ),
+    { numRuns: 2000 },
+  );
+});
+
+Deno.test("property: encoded payloads decode to the values encoded", () => {
+  const address = fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.record({
+          guestPhysAddr: address,
+          memorySize: address,
+          userspaceAddr: address,
+          mmapOffset: address,
+        }),
+        {
+          minLength: 1,
+          maxLength: 8,
+        },
+      ),
+      fc.record({
+        index: fc.integer({ min: 0, max: 0xffff }),
+        flags: fc.integer({ min: 0, max: 1 }),
+        descUser: address,
+        usedUser: address,
+        availUser: address,
+        logGuest: address,
+      }, { noNullPrototype: true }),
+      fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+      (regions, addresses, features) => {
+        const table = encodeMemoryTable(regions);
+        const fds = regions.map((_, i) => i + 3);
+        assert.deepEqual(
+          decodeMessage(h(R.SET_MEM_TABLE, table.length), { payload: table, fds }).message,
+          {
+            kind: "SET_MEM_TABLE",
+            regions,
+            fds,
+          },
+        );
+        const addr = encodeVringAddr(addresses);
+        assert.deepEqual(
+          decodeMessage(h(R.SET_VRING_ADDR, 40), { payload: addr, fds: [] }).message,
+          {
+            kind: "SET_VRING_ADDR",
+            addresses,
+          },
+        );
+        const u64 = encodeU64(features);
+        assert.deepEqual(decodeMessage(h(R.SET_FEATURES, 8), { payload: u64, fds: [] }).message, {
+          kind: "SET_FEATURES",
+          features,
+        });
+      },
+    ),
+    { numRuns: 500 },
+  );
 });
