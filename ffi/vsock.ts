@@ -44,7 +44,10 @@ function vsockSocket(): number {
 }
 
 /** A non-blocking AF_VSOCK listener on `port` of `cid` (default any). */
-export function listenVsock(port: number, options: { cid?: number; backlog?: number } = {}): number {
+export function listenVsock(
+  port: number,
+  options: { cid?: number; backlog?: number } = {},
+): number {
   const fd = vsockSocket();
   const addr = vsockSockaddr(options.cid ?? VMADDR_CID_ANY, port);
   try {

@@ -87,7 +87,7 @@ if (import.meta.main) {
       console.log(`| ${bs} | ${a.toFixed(0)} | ${b.toFixed(0)} | ${(a / b).toFixed(2)}x |`);
     }
     console.log(
-      `\nidle daemon after ${2 * runs} connections: VmRSS ${field("VmRSS:")} KiB ` +
+      `\nidle daemon after ${runs} connections: VmRSS ${field("VmRSS:")} KiB ` +
         `(RssAnon ${field("RssAnon:")}, RssFile ${field("RssFile:")}, RssShmem ${
           field("RssShmem:")
         }); goal ≤ 40960 KiB`,

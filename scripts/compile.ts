@@ -22,8 +22,13 @@ import { parseArgs } from "node:util";
  */
 export const DEVICE_PERMISSIONS: Readonly<Record<string, readonly string[]>> = {
   rng: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
-  // Its code stats, reads and removes files (socket paths, --config); sockets go through FFI.
-  vsock: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
+  // Reads --config and removes socket files; the yaml package reads LOG_TOKENS and LOG_STREAM.
+  vsock: [
+    "--allow-ffi",
+    "--allow-read",
+    "--allow-write",
+    "--allow-env=RUST_LOG,LOG_TOKENS,LOG_STREAM",
+  ],
 };
 
 /** Options of {@link compileArgs}. */

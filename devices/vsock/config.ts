@@ -67,7 +67,8 @@ export const VSOCK_OPTIONS: readonly OptionSpec[] = [
     long: "uds-path",
     kind: "value",
     valueName: "UDS_PATH",
-    help: "Host Unix socket for hybrid vsock: host programs connect here; guest port P reaches <UDS_PATH>_P",
+    help:
+      "Host Unix socket for hybrid vsock: host programs connect here; guest port P reaches <UDS_PATH>_P",
   },
   {
     long: "forward-cid",
@@ -85,7 +86,8 @@ export const VSOCK_OPTIONS: readonly OptionSpec[] = [
     long: "tx-buffer-size",
     kind: "value",
     valueName: "BYTES",
-    help: `Per-connection host buffer, advertised to the guest as buf_alloc [default: ${DEFAULT_TX_BUFFER_SIZE}]`,
+    help:
+      `Per-connection host buffer, advertised to the guest as buf_alloc [default: ${DEFAULT_TX_BUFFER_SIZE}]`,
   },
   {
     long: "queue-size",
@@ -97,7 +99,8 @@ export const VSOCK_OPTIONS: readonly OptionSpec[] = [
     long: "groups",
     kind: "value",
     valueName: "GROUPS",
-    help: `Sibling groups, g1+g2+…: VMs sharing a group reach each other by CID [default: ${DEFAULT_GROUP}]`,
+    help:
+      `Sibling groups, g1+g2+…: VMs sharing a group reach each other by CID [default: ${DEFAULT_GROUP}]`,
   },
   {
     long: "vm",

@@ -55,7 +55,9 @@ export function creditFor(options: { bufAlloc: number; fwdCnt: number; sent: num
  * sent is buffered or unannounced, so by the time the buffer drains an
  * update has gone out and it never waits forever.
  */
-export function creditUpdateDue(options: { bufAlloc: number; fwdCnt: number; advertised: number }): boolean {
+export function creditUpdateDue(
+  options: { bufAlloc: number; fwdCnt: number; advertised: number },
+): boolean {
   const unannounced = wrappingSub(options.fwdCnt, options.advertised);
   return unannounced > 0 && unannounced >= Math.max(1, options.bufAlloc >>> 2);
 }

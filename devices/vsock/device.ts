@@ -367,7 +367,10 @@ export class VsockDevice implements VirtioDevice {
     payload: { chain: DescriptorChain; available: number },
   ): void {
     if (header.type !== VIRTIO_VSOCK_TYPE_STREAM) {
-      this.#limited?.info("type", `socket type ${header.type} is not supported: ${describeHeader(header)}`);
+      this.#limited?.info(
+        "type",
+        `socket type ${header.type} is not supported: ${describeHeader(header)}`,
+      );
       this.#resetReply(header);
       return;
     }
@@ -422,7 +425,9 @@ export class VsockDevice implements VirtioDevice {
       stream = this.#backend.connect(header.dstPort);
     } catch (error) {
       this.#context?.log.debug(
-        `guest port ${header.srcPort} cannot reach host port ${header.dstPort}: ${errorText(error)}`,
+        `guest port ${header.srcPort} cannot reach host port ${header.dstPort}: ${
+          errorText(error)
+        }`,
       );
       this.#resetReply(header);
       return;
@@ -584,7 +589,9 @@ export class VsockDevice implements VirtioDevice {
       conn.hostHup = true;
       this.#unwatch(conn);
       if (conn.state === "connecting") {
-        this.#context?.log.debug(`host gave up on ${this.#describe(conn)} before the guest answered`);
+        this.#context?.log.debug(
+          `host gave up on ${this.#describe(conn)} before the guest answered`,
+        );
         this.#remove(conn, { reset: true });
       } else if (!conn.txBuffer.empty) {
         this.#abort(conn, "the host left with bytes still to deliver", { level: "debug" });

@@ -7,14 +7,7 @@
  * @module
  */
 
-import {
-  close,
-  type IovecList,
-  readv,
-  shutdownWrite,
-  write,
-  writev,
-} from "../../ffi/mod.ts";
+import { close, type IovecList, readv, shutdownWrite, write, writev } from "../../ffi/mod.ts";
 
 /** One host-side connected stream socket, non-blocking. */
 export interface HostStream {

@@ -455,6 +455,7 @@ Deno.test("vsock: credit: the device never exceeds the guest's buf_alloc", async
     assert.equal(stream.received, 10_000);
     assert.equal(guest.drain(100).filter((p) => stream.matches(p)).length, 0, "nothing more");
     // The guest app reads: CREDIT_UPDATE; the rest flows (and more requests come).
+    stream.send(VIRTIO_VSOCK_OP_CREDIT_UPDATE);
     assert.deepEqual(stream.readBytes(out.length), out);
     close(host);
   });
@@ -501,7 +502,11 @@ Deno.test("vsock: 64 concurrent connections, both directions, interleaved", asyn
       });
       conns.forEach((c, i) => {
         assert.deepEqual(c.stream.readBytes(size), pattern(size, 1000 + i), `conn ${i} to guest`);
-        assert.deepEqual(hostRead(guest, c.host, size), pattern(size, 2000 + i), `conn ${i} to host`);
+        assert.deepEqual(
+          hostRead(guest, c.host, size),
+          pattern(size, 2000 + i),
+          `conn ${i} to host`,
+        );
       });
       conns.forEach((c) => close(c.host));
       for (const c of conns) {
@@ -541,4 +546,102 @@ Deno.test("vsock: short connections leave no descriptors behind", async () => {
       close(listener);
     }
   });
+});
+
+Deno.test("vsock: sibling VMs in a shared group reach each other by CID; others are dropped", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "vsock-sib-" });
+  const vm = (cid: number, groups: string) =>
+    `guest-cid=${cid},socket=${dir}/v${cid}.sock,uds-path=${dir}/u${cid},groups=${groups}`;
+  const daemon = await DaemonProcess.spawn(
+    ["--vm", vm(10, "a+b"), "--vm", vm(11, "b"), "--vm", vm(13, "c")],
+    { waitFor: [`${dir}/v10.sock`, `${dir}/v11.sock`, `${dir}/v13.sock`] },
+  );
+  let log = "";
+  try {
+    const a = await FakeGuest.attach(`${dir}/v10.sock`);
+    const b = await FakeGuest.attach(`${dir}/v11.sock`);
+    const c = await FakeGuest.attach(`${dir}/v13.sock`);
+    try {
+      assert.deepEqual([a.cid, b.cid, c.cid], [10, 11, 13]);
+      // A connects to B's port 9: B sees A's REQUEST as sent, answers, data flows.
+      a.send({ op: VIRTIO_VSOCK_OP_REQUEST, srcPort: 100, dstPort: 9, dstCid: 11 });
+      const request = b.take((p) => p.header.op === VIRTIO_VSOCK_OP_REQUEST);
+      assert.equal(request.header.srcCid, 10);
+      assert.equal(request.header.dstCid, 11);
+      b.send({ op: VIRTIO_VSOCK_OP_RESPONSE, srcPort: 9, dstPort: 100, dstCid: 10 });
+      assert.equal(a.take((p) => p.header.srcCid === 11).header.op, VIRTIO_VSOCK_OP_RESPONSE);
+      // 20 KiB in one RW: B's 4 KiB rx buffers get it as several RW packets.
+      const data = pattern(20_000, 7);
+      a.send({ op: VIRTIO_VSOCK_OP_RW, srcPort: 100, dstPort: 9, dstCid: 11 }, data);
+      const parts: Uint8Array[] = [];
+      let got = 0;
+      while (got < data.length) {
+        const p = b.take((q) => q.header.op === VIRTIO_VSOCK_OP_RW);
+        assert.equal(p.header.len, p.payload.length);
+        parts.push(p.payload);
+        got += p.payload.length;
+      }
+      assert.deepEqual(concat(parts), data);
+      // C shares no group with A: dropped, logged.
+      a.send({ op: VIRTIO_VSOCK_OP_REQUEST, srcPort: 101, dstPort: 9, dstCid: 13 });
+      // An unknown CID: dropped, logged.
+      a.send({ op: VIRTIO_VSOCK_OP_REQUEST, srcPort: 102, dstPort: 9, dstCid: 99 });
+      assert.deepEqual(c.drain(200), []);
+      assert.deepEqual(a.drain(50), []);
+    } finally {
+      a.close();
+      b.close();
+      c.close();
+    }
+  } finally {
+    log = await daemon.stop();
+    Deno.removeSync(dir, { recursive: true });
+  }
+  assert.match(log, /CID 13: no shared group/);
+  assert.match(log, /unknown CID 99/);
+});
+
+Deno.test("vsock: a restarted front-end gets a fresh device; host programs wait meanwhile", async () => {
+  await withDaemon([], ({ guest, uds }) => {
+    guest.close();
+    // No guest: a host program is turned away.
+    const early = connectUnix(uds);
+    setNonBlocking(early, true);
+    write(early, new TextEncoder().encode("CONNECT 1\n"));
+    const deadline = performance.now() + 3000;
+    let eof = false;
+    while (!eof && performance.now() < deadline) {
+      try {
+        eof = readSome(early) === null;
+      } catch {
+        eof = true;
+      }
+    }
+    assert.ok(eof, "closed while no guest is attached");
+    close(early);
+  });
+});
+
+Deno.test("vsock: QEMU reconnecting gets a fresh device on the same socket", async () => {
+  const { dir, socket, uds } = paths();
+  const daemon = await DaemonProcess.spawn(["--socket", socket, "--uds-path", uds], {
+    waitFor: [socket, uds],
+  });
+  try {
+    for (let round = 0; round < 2; round++) {
+      const guest = await FakeGuest.attach(socket);
+      try {
+        assert.equal(guest.cid, 3, "default CID");
+        const { stream, host } = hostConnect(guest, { uds, guestPort: 900 + round });
+        stream.write(new Uint8Array([round]));
+        assert.deepEqual(hostRead(guest, host, 1), new Uint8Array([round]));
+        close(host);
+      } finally {
+        guest.close();
+      }
+    }
+  } finally {
+    await daemon.stop();
+    Deno.removeSync(dir, { recursive: true });
+  }
 });

@@ -11,16 +11,15 @@
  * @module
  */
 
-import {
-  acceptUnix,
-  close,
-  connectUnixNonBlocking,
-  listenUnix,
-  read,
-} from "../../ffi/mod.ts";
+import { acceptUnix, close, connectUnixNonBlocking, listenUnix, read } from "../../ffi/mod.ts";
 import type { EventLoop } from "../../core/event_loop.ts";
 import type { Logger } from "../../core/log.ts";
-import { type HostBackend, type HostConnectHandler, type HostStream, SocketStream } from "./host.ts";
+import {
+  type HostBackend,
+  type HostConnectHandler,
+  type HostStream,
+  SocketStream,
+} from "./host.ts";
 
 /** Longest `CONNECT <port>\n` line accepted. */
 export const MAX_CONNECT_LINE = 64;
@@ -118,7 +117,9 @@ export class UnixHostBackend implements HostBackend {
       try {
         fd = acceptUnix(listener);
       } catch (error) {
-        this.#log.error(`${this.path}: accept failed: ${error instanceof Error ? error.message : error}`);
+        this.#log.error(
+          `${this.path}: accept failed: ${error instanceof Error ? error.message : error}`,
+        );
         return;
       }
       if (fd === null) return;

@@ -109,7 +109,9 @@ export class VsockVm implements VsockPeer {
     if (outcome === "unknown-cid") {
       this.#limited.warn(
         "unknown-cid",
-        `dropping a packet for unknown CID ${packet.header.dstCid}: ${describeHeader(packet.header)}`,
+        `dropping a packet for unknown CID ${packet.header.dstCid}: ${
+          describeHeader(packet.header)
+        }`,
       );
     } else if (outcome === "no-shared-group") {
       this.#limited.info(
