@@ -13,6 +13,7 @@ export * from "./event_loop.ts";
 export * from "./log.ts";
 export * from "./memory/guest_memory.ts";
 export { bit, ProtocolFeature } from "./protocol/constants.ts";
+export type { MemoryRegionDescriptor } from "./protocol/message.ts";
 export * from "./virtio/descriptor_chain.ts";
 export * from "./virtio/features.ts";
 export * from "./virtio/split_queue.ts";

@@ -10,7 +10,8 @@
  * @module
  */
 
-const SYMBOLS = {
+/** The symbol table: one entry per libc function, its C prototype above it. */
+export const SYMBOLS = {
   // int *__errno_location(void);
   __errno_location: { parameters: [], result: "pointer" },
   // int open(const char *pathname, int flags, ... /* mode_t mode */);

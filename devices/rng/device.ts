@@ -42,7 +42,7 @@ const LOUD_REJECTIONS = 10;
 export class RngDevice implements VirtioDevice {
   readonly name = "rng";
   readonly numQueues = 1;
-  readonly maxQueueSize = REQUESTQ_MAX_SIZE;
+  readonly maxQueueSize: number = REQUESTQ_MAX_SIZE;
   /** Upstream's bits; §5.4.3 defines no device-specific ones. */
   readonly features: bigint = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_NOTIFY_ON_EMPTY) |
     bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_RING_F_EVENT_IDX);

@@ -141,7 +141,7 @@ const KEYS = new Set([
 ]);
 
 /** A value as a VM source gives it: text from the command line, or YAML scalars and lists. */
-type RawValue = string | number | readonly (string | number)[];
+export type RawValue = string | number | readonly (string | number)[];
 
 function text(value: RawValue, key: string, where: string): string {
   if (typeof value === "string") return value;

@@ -109,7 +109,7 @@ export class Connection {
   /** Epoll events currently asked for (`null`: not watched). */
   events: number | null = null;
   /** When a connecting or closing connection gives up (performance.now() ms). */
-  deadline = Infinity;
+  deadline: number = Infinity;
 
   /** A connection in `state` over `stream`. */
   constructor(
