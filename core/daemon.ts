@@ -7,7 +7,7 @@
  * @module
  */
 
-import { acceptUnix, close, listenUnix, SyscallError } from "../ffi/mod.ts";
+import { acceptUnix, close, listenUnix, setNonBlocking, SyscallError } from "../ffi/mod.ts";
 import { Backend } from "./backend.ts";
 import type { VirtioDevice } from "./device.ts";
 import { EventLoop, type WaitPolicy } from "./event_loop.ts";
@@ -96,6 +96,8 @@ export class Daemon {
       listener = new Listener(listenUnix(address.path), address.path, index);
       this.#log.info(`listening on ${address.path}`);
     } else {
+      // An inherited socket may be blocking; accept must never wait.
+      setNonBlocking(address.fd, true);
       listener = new Listener(address.fd, null, index);
       this.#log.info(`serving the listening socket on fd ${address.fd}`);
     }

@@ -237,3 +237,38 @@ Deno.test("echo: bad flags give one line and exit status 2", async () => {
     /--socket-path \(or --socket-fd\) is required/,
   );
 });
+
+Deno.test("echo: --socket-fd serves an inherited (blocking) listening socket, as systemd passes it", async () => {
+  const dir = socketDir();
+  const path = `${dir}/activated.sock`;
+  // python3 stands in for systemd: bind, listen, and exec the daemon with the fd inherited.
+  const launcher = [
+    "import os, socket, sys",
+    "s = socket.socket(socket.AF_UNIX)",
+    "s.bind(sys.argv[1])",
+    "s.listen(1)",
+    "os.set_inheritable(s.fileno(), True)",
+    "os.execv(sys.argv[2], [sys.argv[2], 'run', '-A', sys.argv[3], '--socket-fd', str(s.fileno()), '--log-level', 'info'])",
+  ].join("\n");
+  const child = new Deno.Command("python3", {
+    args: ["-c", launcher, path, Deno.execPath(), ECHO],
+    stderr: "piped",
+  }).spawn();
+  try {
+    for (let i = 0; i < 2; i++) {
+      const s = await session(path);
+      assert.equal(roundTrip(s, { readable: [new Uint8Array([i])], writable: [1] }).data[0], i);
+      s.close();
+    }
+  } finally {
+    child.kill("SIGTERM");
+    // A daemon stuck in a blocking accept would never see SIGTERM.
+    const killer = setTimeout(() => child.kill("SIGKILL"), 5000);
+    const status = await child.status;
+    clearTimeout(killer);
+    await child.stderr.cancel();
+    assert.equal(status.code, 0);
+    assert.ok(Deno.lstatSync(path).isSocket, "a socket the daemon did not create is left alone");
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
