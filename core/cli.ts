@@ -58,6 +58,26 @@ export class UsageError extends Error {
   }
 }
 
+/** The event-loop options every daemon shares. */
+export const LOOP_OPTIONS: readonly OptionSpec[] = [
+  {
+    long: "poll-us",
+    kind: "value",
+    valueName: "MICROSECONDS",
+    defaultValue: "0",
+    help: "After serving, poll for more work this long before sleeping (uses CPU, saves wake-ups)",
+  },
+];
+
+/** The value of `--poll-us` from {@link LOOP_OPTIONS}. */
+export function pollMicros(parsed: ParsedOptions): number {
+  return parseInteger(String(parsed["poll-us"] ?? "0"), {
+    option: "poll-us",
+    min: 0,
+    max: 1_000_000,
+  });
+}
+
 /** The options every daemon shares for logging. */
 export const LOG_OPTIONS: readonly OptionSpec[] = [
   {

@@ -42,6 +42,8 @@ export interface DaemonOptions {
   readonly serveOnce?: boolean;
   /** How the event loop waits (default `hybrid`); see {@link WaitPolicy}. */
   readonly waitPolicy?: WaitPolicy;
+  /** Busy-poll this long after serving before sleeping (default 0: never); see {@link EventLoop}. */
+  readonly pollMicros?: number;
 }
 
 /** One listening socket and the connection it serves, if any. */
@@ -84,7 +86,10 @@ export class Daemon {
   constructor(options: DaemonOptions) {
     this.#log = options.log;
     this.#options = options;
-    this.loop = new EventLoop(options.log, { policy: options.waitPolicy });
+    this.loop = new EventLoop(options.log, {
+      policy: options.waitPolicy,
+      pollMicros: options.pollMicros,
+    });
   }
 
   /** Starts listening on `address`; the instance number is the order of calls. */

@@ -9,8 +9,10 @@ import {
   type CommandSpec,
   listenAddresses,
   LOG_OPTIONS,
+  LOOP_OPTIONS,
   type ParsedOptions,
   parseInteger,
+  pollMicros,
   SOCKET_OPTIONS,
   UsageError,
 } from "../../core/cli.ts";
@@ -49,6 +51,7 @@ export const RNG_COMMAND: CommandSpec = {
       valueName: "MAX_BYTES",
       help: "Bytes served per period, shared equally by the sockets [default: unlimited]",
     },
+    ...LOOP_OPTIONS,
     ...LOG_OPTIONS,
   ],
 };
@@ -65,6 +68,8 @@ export interface RngConfig {
   readonly maxBytesPerInstance: number | null;
   /** `--log-level`, if given. */
   readonly logLevel: Level | undefined;
+  /** `--poll-us`: busy-poll after serving (0: never). */
+  readonly pollMicros: number;
 }
 
 /** Parses options into a config. Throws {@link UsageError} naming the bad option. */
@@ -94,5 +99,12 @@ export function rngConfig(parsed: ParsedOptions): RngConfig {
     throw new UsageError(`invalid value '${level}' for --log-level`);
   }
   const logLevel = typeof level === "string" ? level.toLowerCase() as Level : undefined;
-  return { addresses, source, periodMs, maxBytesPerInstance, logLevel };
+  return {
+    addresses,
+    source,
+    periodMs,
+    maxBytesPerInstance,
+    logLevel,
+    pollMicros: pollMicros(parsed),
+  };
 }

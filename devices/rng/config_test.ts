@@ -24,7 +24,10 @@ Deno.test("rng config: defaults match upstream", () => {
     periodMs: 65536,
     maxBytesPerInstance: null,
     logLevel: undefined,
+    pollMicros: 0,
   });
+  assert.equal(parse("-s", "/x", "--poll-us", "50").pollMicros, 50);
+  assert.throws(() => parse("-s", "/x", "--poll-us", "x"), /--poll-us/);
 });
 
 Deno.test("rng config: long and short flags; -m is divided among the sockets", () => {

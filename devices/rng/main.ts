@@ -24,6 +24,7 @@ if (import.meta.main) {
     );
     const daemon = new Daemon({
       log,
+      pollMicros: config.pollMicros,
       // Devices are made per connection, after the source below is open.
       createDevice: (index) => new RngDevice({ source, limiter: limiters[index] }),
     });

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { LOG_OPTIONS, loggerFor, runMain } from "../../core/cli.ts";
+import { LOG_OPTIONS, loggerFor, LOOP_OPTIONS, pollMicros, runMain } from "../../core/cli.ts";
 import { Daemon } from "../../core/daemon.ts";
 import { vmConfigsFrom, VSOCK_OPTIONS } from "./config.ts";
 import { CidRegistry } from "./registry.ts";
@@ -16,7 +16,7 @@ import { VsockVm } from "./vm.ts";
 export const SPEC = {
   name: "vhost-device-vsock",
   about: "A virtio-vsock device backend (vhost-user), with hybrid vsock over Unix sockets",
-  options: [...VSOCK_OPTIONS, ...LOG_OPTIONS],
+  options: [...VSOCK_OPTIONS, ...LOOP_OPTIONS, ...LOG_OPTIONS],
 } as const;
 
 if (import.meta.main) {
@@ -27,7 +27,11 @@ if (import.meta.main) {
     const configs = vmConfigsFrom(options);
     const registry = new CidRegistry();
     const vms: VsockVm[] = [];
-    const daemon = new Daemon({ log, createDevice: (index) => vms[index].createDevice() });
+    const daemon = new Daemon({
+      log,
+      pollMicros: pollMicros(options),
+      createDevice: (index) => vms[index].createDevice(),
+    });
     for (const config of configs) {
       const vmLog = configs.length > 1 ? log.child(`cid${config.guestCid}`) : log;
       vms.push(new VsockVm(config, { loop: daemon.loop, log: vmLog, registry }));

@@ -8,7 +8,9 @@ import {
   listenAddresses,
   LOG_OPTIONS,
   loggerFor,
+  LOOP_OPTIONS,
   parseInteger,
+  pollMicros,
   runMain,
   SOCKET_OPTIONS,
   UsageError,
@@ -35,6 +37,7 @@ const SPEC = {
       defaultValue: "hybrid",
       help: "Event loop waits: hybrid (sync when busy) or async (always on a helper thread)",
     },
+    ...LOOP_OPTIONS,
     ...LOG_OPTIONS,
   ],
 } as const;
@@ -49,7 +52,12 @@ if (import.meta.main) {
     if (waitPolicy !== "hybrid" && waitPolicy !== "async") {
       throw new UsageError(`invalid value '${waitPolicy}' for --wait-policy`);
     }
-    const daemon = new Daemon({ log, waitPolicy, createDevice: () => new EchoDevice(queues) });
+    const daemon = new Daemon({
+      log,
+      waitPolicy,
+      pollMicros: pollMicros(options),
+      createDevice: () => new EchoDevice(queues),
+    });
     for (const address of listenAddresses(options, { indexed: false })) daemon.listen(address);
     await daemon.run();
   });

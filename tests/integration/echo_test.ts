@@ -272,3 +272,13 @@ Deno.test("echo: --socket-fd serves an inherited (blocking) listening socket, as
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("echo: with --poll-us the daemon serves, and SIGTERM still stops it", async () => {
+  await withEcho(async (_daemon, path) => {
+    const s = await session(path);
+    for (let i = 0; i < 200; i++) {
+      assert.equal(roundTrip(s, { readable: [new Uint8Array([i])], writable: [1] }).data[0], i);
+    }
+    s.close();
+  }, ["--poll-us", "100"]);
+});
