@@ -60,8 +60,11 @@ class Listener {
   }
 }
 
-/** Removes a stale socket file at `path`, refusing to delete anything else. */
-function removeStaleSocket(path: string): void {
+/**
+ * Removes a stale socket file at `path` before binding it, refusing to
+ * delete anything that is not a socket.
+ */
+export function removeStaleSocket(path: string): void {
   let info: Deno.FileInfo;
   try {
     info = Deno.lstatSync(path);

@@ -20,6 +20,7 @@ import {
   type HostStream,
   SocketStream,
 } from "./host.ts";
+import { removeStaleSocket } from "../../core/daemon.ts";
 
 /** Longest `CONNECT <port>\n` line accepted. */
 export const MAX_CONNECT_LINE = 64;
@@ -38,19 +39,6 @@ export function parseConnectLine(line: string): number | null {
   if (!/^[0-9]{1,10}$/.test(fields[1])) return null;
   const port = Number(fields[1]);
   return port <= 0xffffffff ? port : null;
-}
-
-/** Removes a stale socket file at `path`, refusing to delete anything else. */
-function removeStaleSocket(path: string): void {
-  let info: Deno.FileInfo;
-  try {
-    info = Deno.lstatSync(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return;
-    throw error;
-  }
-  if (!info.isSocket) throw new Error(`${path} exists and is not a socket`);
-  Deno.removeSync(path);
 }
 
 /** A host program that connected and has not finished its CONNECT line. */
