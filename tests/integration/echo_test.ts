@@ -282,3 +282,18 @@ Deno.test("echo: with --poll-us the daemon serves, and SIGTERM still stops it", 
     s.close();
   }, ["--poll-us", "100"]);
 });
+
+Deno.test("echo: memory regions removed and added while the ring runs", async () => {
+  await withEcho(async (daemon, path) => {
+    const s = await session(path);
+    const [first] = s.memory.regions();
+    // The ring and its buffers live in region 1; region 0 can come and go.
+    s.frontend.remMemReg(first.descriptor);
+    assert.equal(roundTrip(s, { readable: [new Uint8Array([1])], writable: [1] }).data[0], 1);
+    assert.throws(() => s.frontend.remMemReg(first.descriptor), "removing it twice fails");
+    s.frontend.addMemReg(first);
+    assert.equal(roundTrip(s, { readable: [new Uint8Array([2])], writable: [1] }).data[0], 2);
+    await daemon.waitForLog(/REM_MEM_REG refused: REM_MEM_REG: no region/);
+    s.close();
+  });
+});
