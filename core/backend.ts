@@ -357,7 +357,7 @@ export class Backend {
     const current = this.#memory?.regions ?? [];
     if (current.length >= MAX_MEM_SLOTS) {
       close(fd);
-      throw new RequestError(`ADD_MEM_REG: all ${MAX_MEM_SLOTS} memory slots are in use`);
+      throw new RequestError(`all ${MAX_MEM_SLOTS} memory slots are in use`);
     }
     let region: MemoryRegion;
     try {
@@ -378,7 +378,7 @@ export class Backend {
     );
     if (kept.length === current.length) {
       throw new RequestError(
-        `REM_MEM_REG: no region at 0x${descriptor.guestPhysAddr.toString(16)}`,
+        `no region at 0x${descriptor.guestPhysAddr.toString(16)}`,
       );
     }
     this.#replaceMemory(kept);
