@@ -13,6 +13,7 @@
 
 import { parseArgs } from "node:util";
 import { startGuest } from "../tests/e2e/guest.ts";
+import { DaemonProcess } from "../tests/integration/daemon_process.ts";
 
 const MIB = 1 << 20;
 const MAIN = new URL("../devices/vsock/main.ts", import.meta.url).pathname;
@@ -25,15 +26,6 @@ function median(values: number[]): number {
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Reads exactly `length` bytes; returns ms from the first byte to the last. */
@@ -114,22 +106,11 @@ async function main(): Promise<void> {
   const socket = `${dir}/vhost.sock`;
   const uds = `${dir}/vm.vsock`;
   const serialPath = `${dir}/serial.sock`;
-  const daemon = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-all",
-      MAIN,
-      "--socket",
-      socket,
-      "--uds-path",
-      uds,
-      "--tx-buffer-size",
-      values["tx-buffer-size"],
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
+  const daemon = await DaemonProcess.start(MAIN, {
+    args: ["--socket", socket, "--uds-path", uds, "--tx-buffer-size", values["tx-buffer-size"]],
+    waitFor: [socket],
+    tempDir: dir,
+  });
   const results = {
     vsockG2H: [] as number[],
     serialG2H: [] as number[],
@@ -140,7 +121,6 @@ async function main(): Promise<void> {
     vsockConnectEcho: [] as number[],
   };
   try {
-    for (let i = 0; i < 300 && !exists(socket); i++) await delay(20);
     const g2h = Deno.listen({ transport: "unix", path: `${uds}_6000` });
     const guest = await startGuest({
       modules: ["vmw_vsock_virtio_transport", "virtio_console"],
@@ -247,14 +227,11 @@ async function main(): Promise<void> {
     guest.kill("SIGKILL");
     await guest.result;
     g2h.close();
+  } catch (error) {
+    console.error(`daemon log:\n${daemon.log}`);
+    throw error;
   } finally {
-    try {
-      daemon.kill("SIGTERM");
-    } catch {
-      // gone
-    }
-    await daemon.status;
-    Deno.removeSync(dir, { recursive: true });
+    await daemon.stop();
   }
   const row = (name: string, ours: number[], theirs: number[] | null, unit: string) => {
     const a = median(ours);

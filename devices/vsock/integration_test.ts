@@ -30,9 +30,17 @@ import {
   VIRTIO_VSOCK_SHUTDOWN_F_SEND,
   VMADDR_CID_HOST,
 } from "./packet.ts";
-import { DaemonProcess, FakeGuest, type Packet } from "./testing/fake_guest.ts";
+import { FakeGuest, type Packet } from "./testing/fake_guest.ts";
+import { DaemonProcess } from "../../tests/integration/daemon_process.ts";
 
 const BOTH = VIRTIO_VSOCK_SHUTDOWN_F_RECEIVE | VIRTIO_VSOCK_SHUTDOWN_F_SEND;
+const MAIN = new URL("./main.ts", import.meta.url).pathname;
+
+/** Starts the daemon (log level from VSOCK_TEST_LOG, default info) once `waitFor` exist. */
+function startDaemon(args: string[], waitFor: string[]): Promise<DaemonProcess> {
+  const env = { RUST_LOG: Deno.env.get("VSOCK_TEST_LOG") ?? "info" };
+  return DaemonProcess.start(MAIN, { args, waitFor, env });
+}
 
 /** A temp dir with the daemon's socket paths. */
 function paths(): { dir: string; socket: string; uds: string } {
@@ -239,8 +247,7 @@ async function withDaemon(
   const { dir, socket, uds } = paths();
   const args = ["--socket", socket, "--uds-path", uds, "--guest-cid", "7", ...extraArgs];
   if (options.tx) args.push("--tx-buffer-size", String(options.tx));
-  const daemon = await DaemonProcess.spawn(args, { waitFor: [socket, uds] });
-  let log = "";
+  const daemon = await startDaemon(args, [socket, uds]);
   try {
     const guest = await FakeGuest.attach(socket);
     try {
@@ -249,10 +256,10 @@ async function withDaemon(
       guest.close();
     }
   } finally {
-    log = await daemon.stop();
+    await daemon.stop();
     Deno.removeSync(dir, { recursive: true });
   }
-  return log;
+  return daemon.log;
 }
 
 Deno.test("vsock: config space, features and queues as rust-vmm's", async () => {
@@ -552,11 +559,10 @@ Deno.test("vsock: sibling VMs in a shared group reach each other by CID; others 
   const dir = Deno.makeTempDirSync({ prefix: "vsock-sib-" });
   const vm = (cid: number, groups: string) =>
     `guest-cid=${cid},socket=${dir}/v${cid}.sock,uds-path=${dir}/u${cid},groups=${groups}`;
-  const daemon = await DaemonProcess.spawn(
+  const daemon = await startDaemon(
     ["--vm", vm(10, "a+b"), "--vm", vm(11, "b"), "--vm", vm(13, "c")],
-    { waitFor: [`${dir}/v10.sock`, `${dir}/v11.sock`, `${dir}/v13.sock`] },
+    [`${dir}/v10.sock`, `${dir}/v11.sock`, `${dir}/v13.sock`],
   );
-  let log = "";
   try {
     const a = await FakeGuest.attach(`${dir}/v10.sock`);
     const b = await FakeGuest.attach(`${dir}/v11.sock`);
@@ -594,11 +600,11 @@ Deno.test("vsock: sibling VMs in a shared group reach each other by CID; others 
       c.close();
     }
   } finally {
-    log = await daemon.stop();
+    await daemon.stop();
     Deno.removeSync(dir, { recursive: true });
   }
-  assert.match(log, /CID 13: no shared group/);
-  assert.match(log, /unknown CID 99/);
+  assert.match(daemon.log, /CID 13: no shared group/);
+  assert.match(daemon.log, /unknown CID 99/);
 });
 
 Deno.test("vsock: a restarted front-end gets a fresh device; host programs wait meanwhile", async () => {
@@ -624,9 +630,7 @@ Deno.test("vsock: a restarted front-end gets a fresh device; host programs wait 
 
 Deno.test("vsock: QEMU reconnecting gets a fresh device on the same socket", async () => {
   const { dir, socket, uds } = paths();
-  const daemon = await DaemonProcess.spawn(["--socket", socket, "--uds-path", uds], {
-    waitFor: [socket, uds],
-  });
+  const daemon = await startDaemon(["--socket", socket, "--uds-path", uds], [socket, uds]);
   try {
     for (let round = 0; round < 2; round++) {
       const guest = await FakeGuest.attach(socket);

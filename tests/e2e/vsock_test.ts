@@ -4,6 +4,7 @@
 // Run: deno test --allow-all tests/e2e/vsock_test.ts (root: QEMU, guest kit)
 import assert from "node:assert/strict";
 import { consoleTail, type GuestResult, startGuest } from "./guest.ts";
+import { DaemonProcess } from "../integration/daemon_process.ts";
 
 const MAIN = new URL("../../devices/vsock/main.ts", import.meta.url).pathname;
 const MIB = 1 << 20;
@@ -33,10 +34,6 @@ async function readAll(conn: Deno.Conn, limit = BULK + MIB): Promise<Uint8Array<
   return out.subarray(0, got);
 }
 
-function fdCount(pid: number): number {
-  return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
-}
-
 function deterministic(length: number): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(length);
   const view = new DataView(out.buffer);
@@ -54,19 +51,15 @@ Deno.test("e2e vsock: a Linux guest over vhost-user-vsock-pci", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "vsock-e2e-" });
   const socket = `${dir}/vhost.sock`;
   const uds = `${dir}/vm.vsock`;
-  const daemon = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", MAIN, "--socket", socket, "--uds-path", uds, "--guest-cid", "3"],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
+  const daemon = await DaemonProcess.start(MAIN, {
+    args: ["--socket", socket, "--uds-path", uds, "--guest-cid", "3"],
+    waitFor: [socket],
     env: { RUST_LOG: "info" },
-  }).spawn();
-  const daemonLog = new Response(daemon.stderr).text();
+    tempDir: dir,
+  });
   const listeners: Deno.UnixListener[] = [];
   let result: GuestResult | null = null;
   try {
-    for (let i = 0; i < 300 && !exists(socket); i++) await delay(20);
-
     // Host listeners for guest → host connections, one port per check.
     const listen = (port: number) => {
       const l = Deno.listen({ transport: "unix", path: `${uds}_${port}` });
@@ -124,7 +117,7 @@ Deno.test("e2e vsock: a Linux guest over vhost-user-vsock-pci", async () => {
         const conn = await churn.accept().catch(() => null);
         if (!conn) break;
         count++;
-        if (count === 20) churnFdsBefore = fdCount(daemon.pid);
+        if (count === 20) churnFdsBefore = daemon.fdCount();
         void readAll(conn, 64).then(() => conn.close());
         if (count === 1000) break;
       }
@@ -210,7 +203,7 @@ Deno.test("e2e vsock: a Linux guest over vhost-user-vsock-pci", async () => {
 
     await guest.waitFor("@@CHURN_DONE", { timeoutMs: 400_000 });
     await delay(500);
-    const churnFdsAfter = fdCount(daemon.pid);
+    const churnFdsAfter = daemon.fdCount();
     result = await guest.result;
     const r = result.results;
     const fail = (message: string) =>
@@ -246,26 +239,10 @@ Deno.test("e2e vsock: a Linux guest over vhost-user-vsock-pci", async () => {
     );
   } finally {
     listeners.forEach((l) => l.close());
-    try {
-      daemon.kill("SIGTERM");
-    } catch {
-      // gone
-    }
-    await daemon.status;
-    const log = await daemonLog;
-    if (Deno.env.get("VSOCK_E2E_LOG")) console.log(log);
-    Deno.removeSync(dir, { recursive: true });
+    await daemon.stop();
+    if (Deno.env.get("VSOCK_E2E_LOG")) console.log(daemon.log);
   }
 });
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,94 +1,145 @@
 /**
- * Runs a device daemon as a child process for integration tests: a real
- * process behind a real socket, its log captured, its fds countable.
+ * Runs a device daemon as a child process under test (integration tests,
+ * end-to-end tests, benchmarks): a real process behind a real socket, its
+ * log captured, its fds and memory countable.
  *
  * @module
  */
 
-/** A running daemon. */
+/** Options of {@link DaemonProcess.start}. */
+export interface DaemonOptions {
+  /** Arguments after the entry module. */
+  readonly args: readonly string[];
+  /** Paths (sockets) that must exist before `start` returns. Default none. */
+  readonly waitFor?: readonly string[];
+  /** Pins the daemon (all its threads) to this CPU with taskset, for benchmarks. */
+  readonly cpu?: number;
+  /** Extra environment variables (added to this process's). */
+  readonly env?: Readonly<Record<string, string>>;
+  /** A directory the daemon owns (its sockets'): removed recursively on {@link DaemonProcess.stop}. */
+  readonly tempDir?: string;
+}
+
+/** Options of {@link DaemonProcess.waitForLog}. */
+export interface WaitForLogOptions {
+  /** How many matching log lines to wait for. Default 1. */
+  readonly count?: number;
+  /** Milliseconds before giving up. Default 10 000. */
+  readonly timeoutMs?: number;
+}
+
+/** A running daemon; stopped (SIGTERM) on dispose. */
 export class DaemonProcess implements AsyncDisposable {
   /** The child's process id. */
   readonly pid: number;
   readonly #child: Deno.ChildProcess;
-  readonly #log: string[] = [];
+  readonly #status: Promise<Deno.CommandStatus>;
   readonly #logDone: Promise<void>;
+  readonly #tempDir: string | undefined;
+  #log = "";
+  #running = true;
 
-  private constructor(child: Deno.ChildProcess) {
+  private constructor(child: Deno.ChildProcess, tempDir: string | undefined) {
     this.#child = child;
     this.pid = child.pid;
+    this.#tempDir = tempDir;
+    this.#status = child.status.then((status) => {
+      this.#running = false;
+      return status;
+    });
     this.#logDone = (async () => {
-      const decoder = new TextDecoder();
-      for await (const chunk of child.stderr) {
-        this.#log.push(decoder.decode(chunk, { stream: true }));
+      for await (const text of child.stderr.pipeThrough(new TextDecoderStream())) {
+        this.#log += text;
       }
     })();
   }
 
   /**
-   * Spawns `deno run -A <entry> <args>` and waits until every path in
-   * `waitFor` exists (the daemon is listening). `cpu` pins the daemon (all
-   * its threads) to one CPU with taskset, for benchmarks.
+   * Spawns `deno run --allow-all <entry> <args>` with stderr captured and
+   * waits until every path in `waitFor` exists (the daemon listens). Throws,
+   * with the log, if the daemon exits first or takes over 20 s.
    */
-  static async start(
-    entry: string,
-    options: { args: string[]; waitFor: string[]; cpu?: number },
-  ): Promise<DaemonProcess> {
+  static async start(entry: string, options: DaemonOptions): Promise<DaemonProcess> {
     const command = ["run", "--allow-all", entry, ...options.args];
     const pinned = options.cpu !== undefined;
     const child = new Deno.Command(pinned ? "taskset" : Deno.execPath(), {
       args: pinned ? ["-c", String(options.cpu), Deno.execPath(), ...command] : command,
+      env: options.env ? { ...options.env } : undefined,
       stdin: "null",
       stdout: "null",
       stderr: "piped",
     }).spawn();
-    const daemon = new DaemonProcess(child);
+    const daemon = new DaemonProcess(child, options.tempDir);
     const deadline = Date.now() + 20_000;
-    for (const path of options.waitFor) {
-      while (!(await exists(path))) {
-        if (Date.now() > deadline) {
+    for (const path of options.waitFor ?? []) {
+      while (!exists(path)) {
+        if (!daemon.running || Date.now() > deadline) {
           await daemon.stop();
           throw new Error(`daemon did not listen on ${path}:\n${daemon.log}`);
         }
-        await new Promise((r) => setTimeout(r, 20));
+        await delay(20);
       }
     }
     return daemon;
   }
 
-  /** Everything the daemon logged so far. */
+  /** Everything the daemon logged (its stderr) so far; all of it after {@link stop}. */
   get log(): string {
-    return this.#log.join("");
+    return this.#log;
   }
 
-  /** Number of open fds of the daemon. */
+  /** Whether the daemon still runs. */
+  get running(): boolean {
+    return this.#running;
+  }
+
+  /** Number of open fds of the daemon, from `/proc/<pid>/fd`. */
   fdCount(): number {
     return [...Deno.readDirSync(`/proc/${this.pid}/fd`)].length;
   }
 
-  /** Resident memory of the daemon in KiB. */
+  /** Resident memory of the daemon in KiB, from `/proc/<pid>/status` (VmRSS). */
   rssKiB(): number {
     const status = Deno.readTextFileSync(`/proc/${this.pid}/status`);
     return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
   }
 
-  /** Waits until the log matches `pattern` (or throws after `timeoutMs`). */
-  async waitForLog(pattern: RegExp, timeoutMs = 5000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!pattern.test(this.log)) {
-      if (Date.now() > deadline) throw new Error(`log never matched ${pattern}:\n${this.log}`);
-      await new Promise((r) => setTimeout(r, 10));
+  /**
+   * Waits until `count` log lines match `pattern` (a string: lines containing
+   * it; a RegExp: tested line by line). Throws, with the log, if the daemon
+   * exits first or on timeout.
+   */
+  async waitForLog(pattern: string | RegExp, options: WaitForLogOptions = {}): Promise<void> {
+    const matches = typeof pattern === "string"
+      ? (line: string) => line.includes(pattern)
+      : (line: string) => line.search(pattern) !== -1;
+    const count = options.count ?? 1;
+    const deadline = Date.now() + (options.timeoutMs ?? 10_000);
+    while (this.#log.split("\n").filter(matches).length < count) {
+      if (!this.#running) {
+        await this.#logDone;
+        if (this.#log.split("\n").filter(matches).length >= count) return;
+        throw new Error(`daemon exited before logging ${count}× ${pattern}:\n${this.#log}`);
+      }
+      if (Date.now() > deadline) {
+        throw new Error(`daemon did not log ${count}× ${pattern} in time:\n${this.#log}`);
+      }
+      await delay(10);
     }
   }
 
-  /** Sends `signal` and returns the exit status. */
+  /** Sends `signal` (if still running), waits for the exit status and the whole log, removes `tempDir`. */
   async stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
-    try {
-      this.#child.kill(signal);
-    } catch {
-      // Already exited.
+    if (this.#running) {
+      try {
+        this.#child.kill(signal);
+      } catch {
+        // Exited meanwhile.
+      }
     }
-    const status = await this.#child.status;
+    const status = await this.#status;
     await this.#logDone;
+    if (this.#tempDir) await Deno.remove(this.#tempDir, { recursive: true }).catch(() => {});
     return status;
   }
 
@@ -98,13 +149,17 @@ export class DaemonProcess implements AsyncDisposable {
   }
 }
 
-async function exists(path: string): Promise<boolean> {
+function exists(path: string): boolean {
   try {
-    await Deno.lstat(path);
+    Deno.lstatSync(path);
     return true;
   } catch {
     return false;
   }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** A fresh temporary directory for sockets, removed by the caller. */

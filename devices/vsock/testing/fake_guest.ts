@@ -1,7 +1,8 @@
 /**
  * Test helpers: a vsock guest driver played by the TypeScript vhost-user
- * front-end (rx and tx queues as Linux's virtio_transport lays them out),
- * and the daemon as a child process.
+ * front-end (rx and tx queues as Linux's virtio_transport lays them out).
+ * The daemon itself runs as a child process through
+ * tests/integration/daemon_process.ts.
  *
  * @module
  */
@@ -218,76 +219,5 @@ export class FakeGuest {
 
   #reclaimTx(): void {
     this.#tx.takeUsed();
-  }
-}
-
-/** A daemon process under test. */
-export class DaemonProcess implements AsyncDisposable {
-  /** The child. */
-  readonly child: Deno.ChildProcess;
-  readonly #stderr: Promise<string>;
-
-  private constructor(child: Deno.ChildProcess) {
-    this.child = child;
-    this.#stderr = new Response(child.stderr).text();
-  }
-
-  /** The child's pid. */
-  get pid(): number {
-    return this.child.pid;
-  }
-
-  /** Starts `main.ts` with `args` and waits until every path in `waitFor` exists. */
-  static async spawn(args: string[], options: { waitFor: string[] }): Promise<DaemonProcess> {
-    const main = new URL("../main.ts", import.meta.url).pathname;
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", main, ...args],
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-      env: { RUST_LOG: Deno.env.get("VSOCK_TEST_LOG") ?? "info" },
-    }).spawn();
-    const daemon = new DaemonProcess(child);
-    const deadline = performance.now() + 15000;
-    for (const path of options.waitFor) {
-      while (!exists(path)) {
-        if (performance.now() > deadline) {
-          await daemon.stop();
-          throw new Error(`daemon did not create ${path}:\n${await daemon.#stderr}`);
-        }
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
-    }
-    return daemon;
-  }
-
-  /** Open descriptors of the daemon (`/proc/<pid>/fd`). */
-  fdCount(): number {
-    return [...Deno.readDirSync(`/proc/${this.pid}/fd`)].length;
-  }
-
-  /** SIGTERM, then waits; returns stderr. */
-  async stop(): Promise<string> {
-    try {
-      this.child.kill("SIGTERM");
-    } catch {
-      // Already gone.
-    }
-    await this.child.status;
-    return await this.#stderr;
-  }
-
-  /** The log so far is only available after {@link stop}. */
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.stop();
-  }
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
   }
 }
