@@ -234,6 +234,62 @@ export function renderHelp(spec: CommandSpec): string {
   ].join("\n");
 }
 
+function roff(text: string): string {
+  return text.replace(/\\/g, "\\e").replace(/-/g, "\\-").replace(/^([.'])/gm, "\\&$1");
+}
+
+/**
+ * A man page (roff, `man 7 man` macros) built from the same definitions as
+ * the parser and `--help`.
+ */
+export function renderManPage(
+  spec: CommandSpec,
+  options: { date: string; section?: number },
+): string {
+  const section = options.section ?? 1;
+  const lines = [
+    `.TH ${spec.name.toUpperCase()} ${section} "${options.date}" "${spec.name} ${VERSION}" "User Commands"`,
+    ".SH NAME",
+    `${roff(spec.name)} \\- ${roff(spec.about)}`,
+    ".SH SYNOPSIS",
+    `.B ${roff(spec.name)}`,
+    "[\\fIOPTIONS\\fR]",
+    ".SH OPTIONS",
+  ];
+  for (const option of spec.options) {
+    const value = option.kind === "value" ? ` \\fI${option.valueName ?? "VALUE"}\\fR` : "";
+    const names = [
+      option.short ? `\\fB\\-${option.short}\\fR${value}` : null,
+      `\\fB\\-\\-${roff(option.long)}\\fR${value}`,
+    ]
+      .filter((n) => n !== null).join(", ");
+    lines.push(
+      ".TP",
+      names,
+      roff(
+        option.help +
+          (option.defaultValue !== undefined ? ` [default: ${option.defaultValue}]` : ""),
+      ),
+    );
+  }
+  lines.push(
+    ".TP",
+    "\\fB\\-h\\fR, \\fB\\-\\-help\\fR",
+    "Print help.",
+    ".TP",
+    "\\fB\\-V\\fR, \\fB\\-\\-version\\fR",
+    "Print version.",
+    ".SH ENVIRONMENT",
+    ".TP",
+    ".B RUST_LOG",
+    "Log filter, as env_logger reads it (e.g. \\fBinfo\\fR, or \\fBvhost_device_rng=debug\\fR); \\fB\\-\\-log\\-level\\fR overrides it.",
+    ".SH EXIT STATUS",
+    "0 after SIGINT or SIGTERM; 2 for a command-line mistake; 1 for any other start-up failure.",
+    "",
+  );
+  return lines.join("\n");
+}
+
 /**
  * An integer option's value, checked against `[min, max]`. Throws
  * {@link UsageError} naming the option.

@@ -8,12 +8,15 @@
  * @module
  */
 
-import { loggerFor, runMain } from "../../core/cli.ts";
+import { type CommandSpec, loggerFor, runMain } from "../../core/cli.ts";
 import { Daemon } from "../../core/daemon.ts";
 import { RNG_COMMAND, rngConfig } from "./config.ts";
 import { RngDevice } from "./device.ts";
 import { FileEntropySource } from "./entropy_source.ts";
 import { RateLimiter } from "./rate_limiter.ts";
+
+/** The command line: parser, `--help` and man page. */
+export const COMMAND: CommandSpec = RNG_COMMAND;
 
 if (import.meta.main) {
   await runMain(RNG_COMMAND, async (options) => {

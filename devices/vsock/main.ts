@@ -6,21 +6,28 @@
  * @module
  */
 
-import { LOG_OPTIONS, loggerFor, LOOP_OPTIONS, pollMicros, runMain } from "../../core/cli.ts";
+import {
+  type CommandSpec,
+  LOG_OPTIONS,
+  loggerFor,
+  LOOP_OPTIONS,
+  pollMicros,
+  runMain,
+} from "../../core/cli.ts";
 import { Daemon } from "../../core/daemon.ts";
 import { vmConfigsFrom, VSOCK_OPTIONS } from "./config.ts";
 import { CidRegistry } from "./registry.ts";
 import { VsockVm } from "./vm.ts";
 
-/** The command line. */
-export const SPEC = {
+/** The command line: parser, `--help` and man page. */
+export const COMMAND: CommandSpec = {
   name: "vhost-device-vsock",
   about: "A virtio-vsock device backend (vhost-user), with hybrid vsock over Unix sockets",
   options: [...VSOCK_OPTIONS, ...LOOP_OPTIONS, ...LOG_OPTIONS],
-} as const;
+};
 
 if (import.meta.main) {
-  await runMain(SPEC, async (options) => {
+  await runMain(COMMAND, async (options) => {
     const log = loggerFor("vhost_device_vsock", {
       flag: options["log-level"] as string | undefined,
     });
