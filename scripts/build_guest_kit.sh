@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the e2e guest kit from Debian packages into a cache directory: Debian's
 # 6.12 kernel from bookworm-backports (unpacked, never installed), its modules,
-# a static busybox, and gpio-virtio.ko/i2c-virtio.ko built out of tree because
-# Debian's config leaves CONFIG_GPIO_VIRTIO and CONFIG_I2C_VIRTIO unset.
+# a static busybox, gpio-virtio.ko/i2c-virtio.ko built out of tree because
+# Debian's config leaves CONFIG_GPIO_VIRTIO and CONFIG_I2C_VIRTIO unset, and
+# bookworm's QEMU 7.2 (unpacked) to test against the older front-end.
 # Idempotent: each step leaves a stamp file and is skipped when it exists.
 set -euo pipefail
 
@@ -45,7 +46,7 @@ mkdir -p "$kit"
 # Test files running in parallel may all ask for the kit at once.
 exec 9>"$kit/.lock"
 flock 9
-if done_step all; then
+if done_step all && done_step qemu72; then
   report
   exit 0
 fi
@@ -162,6 +163,26 @@ fi
 if ! done_step depmod; then
   run depmod -b "$kit" "$kver"
   mark depmod
+fi
+
+# Bookworm's own QEMU 7.2, unpacked beside the kit and never installed, so the
+# e2e tests can check the daemons against the oldest front-end we support. It
+# runs on the libraries QEMU 10 from install_qemu.sh brought in.
+if ! done_step qemu72; then
+  q72=$(apt-cache madison qemu-system-x86 | awk -F' [|] ' '$3 ~ / bookworm\/main / {print $2; exit}')
+  [[ -n $q72 ]] || die "qemu-system-x86 7.2 not found in bookworm"
+  rm -rf "$kit/qemu-7.2" "$scratch/qemu72"
+  mkdir -p "$scratch/qemu72"
+  # The binary, and its accelerator and device modules (QEMU_MODULE_DIR).
+  (cd "$scratch/qemu72" && run apt-get -o APT::Sandbox::User=root download \
+    "qemu-system-x86=$q72" "qemu-system-common=$q72")
+  for deb in "$scratch/qemu72/"*.deb; do
+    run dpkg-deb -x "$deb" "$kit/qemu-7.2"
+  done
+  "$kit/qemu-7.2/usr/bin/qemu-system-x86_64" --version | grep -q "version 7\.2" ||
+    die "the unpacked QEMU 7.2 does not run"
+  rm -rf "$scratch/qemu72"
+  mark qemu72
 fi
 
 rm -rf "$scratch"

@@ -25,6 +25,18 @@ export interface GuestKit {
   extraModulesDir: string;
   /** Static busybox binary. */
   busybox: string;
+  /** Bookworm's QEMU 7.2 (unpacked in the kit), for `GuestOptions.qemu`. */
+  qemu72: QemuBinary;
+}
+
+/** A QEMU other than the one on PATH, and the environment it needs. */
+export interface QemuBinary {
+  /** The `qemu-system-x86_64` executable. */
+  path: string;
+  /** Environment variables for it. */
+  env: Record<string, string>;
+  /** Arguments it needs before the rig's own (firmware paths). */
+  args: string[];
 }
 
 /** Options of {@linkcode startGuest} and {@linkcode bootGuest}. */
@@ -47,6 +59,8 @@ export interface GuestOptions {
   timeoutMs?: number;
   /** Aborting kills QEMU. */
   signal?: AbortSignal;
+  /** The QEMU to run; default `qemu-system-x86_64` on PATH (QEMU 10), or e.g. `kit.qemu72`. */
+  qemu?: QemuBinary;
 }
 
 /** Why the guest run ended. */
@@ -125,7 +139,9 @@ async function buildKit(): Promise<GuestKit> {
     await runScript("install_qemu.sh");
   }
   const kitDir = Deno.env.get("VHOST_GUEST_KIT") ?? DEFAULT_KIT;
-  if (!exists(`${kitDir}/.stamp-all`)) await runScript("build_guest_kit.sh");
+  if (!exists(`${kitDir}/.stamp-all`) || !exists(`${kitDir}/.stamp-qemu72`)) {
+    await runScript("build_guest_kit.sh");
+  }
   const kernelVersion = (await Deno.readTextFile(`${kitDir}/kernel-version`)).trim();
   const modulesDir = `${kitDir}/lib/modules/${kernelVersion}`;
   return {
@@ -135,6 +151,13 @@ async function buildKit(): Promise<GuestKit> {
     modulesDir,
     extraModulesDir: `${modulesDir}/extra`,
     busybox: `${kitDir}/busybox`,
+    qemu72: {
+      path: `${kitDir}/qemu-7.2/usr/bin/qemu-system-x86_64`,
+      // Its accelerator modules, not QEMU 10's in the system module directory.
+      env: { QEMU_MODULE_DIR: `${kitDir}/qemu-7.2/usr/lib/x86_64-linux-gnu/qemu` },
+      // Debian's 7.2 does not search SeaBIOS's directory by itself.
+      args: ["-L", "/usr/share/seabios", "-L", "/usr/share/qemu"],
+    },
   };
 }
 
@@ -183,6 +206,7 @@ function qemuArgs(kit: GuestKit, options: GuestOptions, initrd: string): string[
   const memory = options.memoryMiB ?? 256;
   const append = ["console=ttyS0", "quiet", "panic=-1", ...(options.kernelArgs ?? [])];
   return [
+    ...(options.qemu?.args ?? []),
     "-machine",
     "q35,accel=tcg,memory-backend=mem",
     "-cpu",
@@ -218,7 +242,8 @@ function spawnQemu(
   tmp: string,
 ): Guest {
   const started = performance.now();
-  const child = new Deno.Command("qemu-system-x86_64", {
+  const child = new Deno.Command(options.qemu?.path ?? "qemu-system-x86_64", {
+    env: options.qemu?.env,
     args: qemuArgs(kit, options, initrd),
     stdin: "null",
     stdout: "piped",
