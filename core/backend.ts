@@ -325,6 +325,11 @@ export class Backend {
     if (unknown) throw new RequestError(`features 0x${unknown.toString(16)} were not offered`);
     this.#ackedFeatures = features;
     this.#featuresSet = true;
+    // EVENT_IDX and INDIRECT_DESC follow SET_FEATURES even for live rings
+    // (rust-vmm/vhost#240: a front-end need not set the ring up again).
+    this.#vrings.forEach((vring, index) => {
+      if (vring.queue) this.#startRing(index);
+    });
     // Without VHOST_USER_F_PROTOCOL_FEATURES rings start enabled (docs "Ring states").
     if (!(features & PROTOCOL_FEATURES_BIT)) {
       for (let i = 0; i < this.#vrings.length; i++) this.#setVringEnable(i, true);

@@ -297,3 +297,23 @@ Deno.test("echo: memory regions removed and added while the ring runs", async ()
     s.close();
   });
 });
+
+Deno.test("echo: SET_FEATURES on a live ring switches EVENT_IDX without setting the ring up again", async () => {
+  await withEcho(async (_daemon, path) => {
+    const s = await session(path, { eventIdx: false });
+    assert.equal(roundTrip(s, { readable: [new Uint8Array([1])], writable: [1] }).data[0], 1);
+    assert.equal(
+      s.queue.readAvailEvent(),
+      0,
+      "without EVENT_IDX the device leaves avail_event alone",
+    );
+    s.frontend.setFeatures(FEATURES | bit(30));
+    assert.equal(roundTrip(s, { readable: [new Uint8Array([2])], writable: [1] }).data[0], 2);
+    assert.equal(
+      s.queue.readAvailEvent(),
+      2,
+      "with it, the device publishes its next available index",
+    );
+    s.close();
+  });
+});
