@@ -532,7 +532,7 @@ export class Backend {
       // Edge-triggered, so the kick counter need not be read: one syscall
       // less per request. Every eventfd write raises a new edge; the counter
       // (2^64 - 2 at most) cannot fill in any real lifetime.
-      this.#loop.watch(kickFd, () => this.#kick(index), EPOLLIN | EPOLLET);
+      this.#loop.watch(kickFd, () => this.#kick(index), { events: EPOLLIN | EPOLLET });
       // A kick sent before the ring was enabled must not be lost (rust-vmm/vhost#247).
       this.#kick(index);
     } else if (!live && watched) {

@@ -75,13 +75,14 @@ export class EventLoop {
     this.#log = log;
     this.#policy = options.policy ?? "hybrid";
     this.#pollMs = (options.pollMicros ?? 0) / 1000;
-    this.#epoll.add(this.#wakeFd, EPOLLIN, WAKE_TOKEN);
+    this.#epoll.add(this.#wakeFd, { events: EPOLLIN, token: WAKE_TOKEN });
   }
 
-  /** Calls `handler` whenever `fd` is ready for `events` (default EPOLLIN). */
-  watch(fd: number, handler: ReadyHandler, events: number = EPOLLIN): void {
+  /** Calls `handler` whenever `fd` is ready for `options.events` (default EPOLLIN). */
+  watch(fd: number, handler: ReadyHandler, options: { events?: number } = {}): void {
+    const events = options.events ?? EPOLLIN;
     const token = this.#nextToken++;
-    this.#epoll.add(fd, events, token);
+    this.#epoll.add(fd, { events, token });
     this.#handlers.set(token, { fd, handler });
     this.#fdTokens.set(fd, token);
   }
@@ -89,7 +90,7 @@ export class EventLoop {
   /** Changes the events a watched fd waits for (e.g. adding EPOLLOUT). */
   rewatch(fd: number, events: number): void {
     const token = this.#fdTokens.get(fd);
-    if (token !== undefined) this.#epoll.modify(fd, events, token);
+    if (token !== undefined) this.#epoll.modify(fd, { events, token });
   }
 
   /** Stops watching `fd`. Events already collected for it are dropped. */

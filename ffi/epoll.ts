@@ -45,18 +45,18 @@ export class Epoll {
   }
 
   /** Starts watching `fd` for `events`, reporting `token`. */
-  add(fd: number, events: number, token: number): void {
-    this.#control(EPOLL_CTL_ADD, fd, events, token);
+  add(fd: number, interest: { events: number; token: number }): void {
+    this.#control(EPOLL_CTL_ADD, fd, interest);
   }
 
   /** Changes the events or token of a watched fd. */
-  modify(fd: number, events: number, token: number): void {
-    this.#control(EPOLL_CTL_MOD, fd, events, token);
+  modify(fd: number, interest: { events: number; token: number }): void {
+    this.#control(EPOLL_CTL_MOD, fd, interest);
   }
 
   /** Stops watching `fd`. */
   remove(fd: number): void {
-    this.#control(EPOLL_CTL_DEL, fd, 0, 0);
+    this.#control(EPOLL_CTL_DEL, fd, { events: 0, token: 0 });
   }
 
   /**
@@ -98,10 +98,12 @@ export class Epoll {
     libc.close(this.fd);
   }
 
-  #control(op: number, fd: number, events: number, token: number): void {
-    this.#ctlView.setUint32(0, events, true);
-    this.#ctlView.setUint32(EPOLL_EVENT_DATA_OFFSET, token, true);
+  #control(op: number, fd: number, interest: { events: number; token: number }): void {
+    this.#ctlView.setUint32(0, interest.events, true);
+    this.#ctlView.setUint32(EPOLL_EVENT_DATA_OFFSET, interest.token, true);
     this.#ctlView.setUint32(EPOLL_EVENT_DATA_OFFSET + 4, 0, true);
-    check(libc.epoll_ctl(this.fd, op, fd, this.#ctl), "epoll_ctl", `op ${op}, fd ${fd}`);
+    check(libc.epoll_ctl(this.fd, op, fd, this.#ctl), "epoll_ctl", {
+      detail: `op ${op}, fd ${fd}`,
+    });
   }
 }

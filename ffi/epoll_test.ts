@@ -15,8 +15,8 @@ Deno.test("epoll reports the token of a signalled eventfd", () => {
   const a = createEventFd();
   const b = createEventFd();
   try {
-    epoll.add(a, EPOLLIN, 7);
-    epoll.add(b, EPOLLIN, 9);
+    epoll.add(a, { events: EPOLLIN, token: 7 });
+    epoll.add(b, { events: EPOLLIN, token: 9 });
     assert.equal(epoll.wait(0), 0);
     signalEventFd(b);
     assert.equal(epoll.wait(100), 1);
@@ -24,7 +24,7 @@ Deno.test("epoll reports the token of a signalled eventfd", () => {
     assert.equal(epoll.eventFlags(0) & EPOLLIN, EPOLLIN);
     assert.equal(drainEventFd(b), 1);
     assert.equal(drainEventFd(b), 0);
-    epoll.modify(a, EPOLLIN, 3);
+    epoll.modify(a, { events: EPOLLIN, token: 3 });
     signalEventFd(a);
     assert.equal(epoll.wait(100), 1);
     assert.equal(epoll.eventToken(0), 3);
@@ -41,7 +41,7 @@ Deno.test("a timerfd fires once after its delay", () => {
   const epoll = new Epoll();
   const timer = createTimerFd();
   try {
-    epoll.add(timer, EPOLLIN, 1);
+    epoll.add(timer, { events: EPOLLIN, token: 1 });
     armTimerFd(timer, 50);
     assert.equal(epoll.wait(0), 0);
     assert.equal(epoll.wait(1000), 1);
@@ -56,6 +56,9 @@ Deno.test("a timerfd fires once after its delay", () => {
 
 Deno.test("epoll_ctl on a bad fd names the call", () => {
   const epoll = new Epoll();
-  assert.throws(() => epoll.add(99999, EPOLLIN, 1), /epoll_ctl\(op 1, fd 99999\) failed: EBADF/);
+  assert.throws(
+    () => epoll.add(99999, { events: EPOLLIN, token: 1 }),
+    /epoll_ctl\(op 1, fd 99999\) failed: EBADF/,
+  );
   epoll.close();
 });

@@ -73,9 +73,9 @@ export class SyscallError extends Error {
   /** The libc function that failed. */
   readonly syscall: string;
 
-  /** Builds the error for `syscall` failing with `errno`. */
-  constructor(syscall: string, errno: number, detail?: string) {
-    const where = detail ? `${syscall}(${detail})` : syscall;
+  /** Builds the error for `syscall` failing with `errno`; `detail` names what it acted on. */
+  constructor(syscall: string, errno: number, options: { detail?: string } = {}) {
+    const where = options.detail ? `${syscall}(${options.detail})` : syscall;
     super(`${where} failed: ${errnoName(errno)} (${errno})`);
     this.name = "SyscallError";
     this.errno = errno;
@@ -84,7 +84,7 @@ export class SyscallError extends Error {
 }
 
 /** Throws a {@link SyscallError} for `syscall` if `result` is negative. */
-export function check(result: number, syscall: string, detail?: string): number {
-  if (result < 0) throw new SyscallError(syscall, lastErrno(), detail);
+export function check(result: number, syscall: string, options: { detail?: string } = {}): number {
+  if (result < 0) throw new SyscallError(syscall, lastErrno(), options);
   return result;
 }

@@ -29,7 +29,7 @@ export function signalEventFd(fd: number): void {
   if (libc.write(fd, ONE, 8n) === 8) return;
   const errno = lastErrno();
   // A saturated counter is already signalled.
-  if (errno !== EAGAIN) throw new SyscallError("write", errno, `eventfd ${fd}`);
+  if (errno !== EAGAIN) throw new SyscallError("write", errno, { detail: `eventfd ${fd}` });
 }
 
 /**
@@ -43,5 +43,5 @@ export function drainEventFd(fd: number): number {
   }
   const errno = lastErrno();
   if (errno === EAGAIN) return 0;
-  throw new SyscallError("read", errno, `eventfd ${fd}`);
+  throw new SyscallError("read", errno, { detail: `eventfd ${fd}` });
 }

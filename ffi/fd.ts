@@ -6,6 +6,7 @@
 
 import { libc } from "./libc.ts";
 import { check, EAGAIN, lastErrno, SyscallError } from "./errno.ts";
+import type { IovecList } from "./iovec.ts";
 import { stableBuffer, STAT_SIZE, STAT_SIZE_OFFSET } from "./structs.ts";
 
 const F_GETFL = 3;
@@ -17,7 +18,9 @@ const O_CLOEXEC = 0o2000000;
 /** Opens `path` read-only and close-on-exec, optionally non-blocking; returns the fd. */
 export function openReadOnly(path: string, options: { nonBlocking?: boolean } = {}): number {
   const flags = O_RDONLY | O_CLOEXEC | (options.nonBlocking ? O_NONBLOCK : 0);
-  return check(libc.open(new TextEncoder().encode(path + "\0"), flags, 0), "open", path);
+  return check(libc.open(new TextEncoder().encode(path + "\0"), flags, 0), "open", {
+    detail: path,
+  });
 }
 
 /** Closes `fd`; errors are ignored, as after close(2) the fd is gone anyway. */
@@ -27,9 +30,9 @@ export function close(fd: number): void {
 
 /** Sets or clears `O_NONBLOCK` on `fd`. */
 export function setNonBlocking(fd: number, on: boolean): void {
-  const flags = check(libc.fcntl(fd, F_GETFL, 0), "fcntl", "F_GETFL");
+  const flags = check(libc.fcntl(fd, F_GETFL, 0), "fcntl", { detail: "F_GETFL" });
   const next = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
-  check(libc.fcntl(fd, F_SETFL, next), "fcntl", "F_SETFL");
+  check(libc.fcntl(fd, F_SETFL, next), "fcntl", { detail: "F_SETFL" });
 }
 
 const statBuffer = stableBuffer(STAT_SIZE);
@@ -37,7 +40,7 @@ const statView = new DataView(statBuffer.buffer);
 
 /** The size in bytes of the file behind `fd` (`st_size` from fstat(2)). */
 export function fileSize(fd: number): number {
-  check(libc.fstat(fd, statBuffer), "fstat", `fd ${fd}`);
+  check(libc.fstat(fd, statBuffer), "fstat", { detail: `fd ${fd}` });
   return Number(statView.getBigInt64(STAT_SIZE_OFFSET, true));
 }
 
@@ -55,7 +58,7 @@ export function read(fd: number, buffer: Uint8Array): number | null {
   if (n >= 0) return n;
   const errno = lastErrno();
   if (errno === EAGAIN) return null;
-  throw new SyscallError("read", errno, `fd ${fd}`);
+  throw new SyscallError("read", errno, { detail: `fd ${fd}` });
 }
 
 /**
@@ -67,57 +70,47 @@ export function write(fd: number, buffer: Uint8Array): number | null {
   if (n >= 0) return n;
   const errno = lastErrno();
   if (errno === EAGAIN) return null;
-  throw new SyscallError("write", errno, `fd ${fd}`);
+  throw new SyscallError("write", errno, { detail: `fd ${fd}` });
 }
 
 /**
- * `readv(2)` over `count` iovecs laid out in `iovecs` (see `IovecList`).
- * Returns bytes read, 0 at end of file, or `null` on `EAGAIN`.
+ * `readv(2)` into the buffers of `iov`. Returns bytes read, 0 at end of
+ * file, or `null` on `EAGAIN`.
  */
-export function readv(fd: number, iovecs: Uint8Array, count: number): number | null {
-  const n = Number(libc.readv(fd, iovecs, count));
+export function readv(fd: number, iov: IovecList): number | null {
+  const n = Number(libc.readv(fd, iov.bytes, iov.count));
   if (n >= 0) return n;
   const errno = lastErrno();
   if (errno === EAGAIN) return null;
-  throw new SyscallError("readv", errno, `fd ${fd}`);
+  throw new SyscallError("readv", errno, { detail: `fd ${fd}` });
 }
 
-/** `writev(2)`; returns bytes written or `null` on `EAGAIN`. */
-export function writev(fd: number, iovecs: Uint8Array, count: number): number | null {
-  const n = Number(libc.writev(fd, iovecs, count));
+/** `writev(2)` from the buffers of `iov`; returns bytes written or `null` on `EAGAIN`. */
+export function writev(fd: number, iov: IovecList): number | null {
+  const n = Number(libc.writev(fd, iov.bytes, iov.count));
   if (n >= 0) return n;
   const errno = lastErrno();
   if (errno === EAGAIN) return null;
-  throw new SyscallError("writev", errno, `fd ${fd}`);
+  throw new SyscallError("writev", errno, { detail: `fd ${fd}` });
 }
 
-/** `preadv(2)` at file `offset`; returns bytes read (0 at end of file). */
-export function preadv(
-  fd: number,
-  iovecs: Uint8Array,
-  options: { count: number; offset: number },
-): number {
-  return check(
-    Number(libc.preadv(fd, iovecs, options.count, BigInt(options.offset))),
-    "preadv",
-    `fd ${fd}`,
-  );
+/** `preadv(2)` into `iov` at file `offset`; returns bytes read (0 at end of file). */
+export function preadv(fd: number, iov: IovecList, options: { offset: number }): number {
+  return check(Number(libc.preadv(fd, iov.bytes, iov.count, BigInt(options.offset))), "preadv", {
+    detail: `fd ${fd}`,
+  });
 }
 
-/** `pwritev(2)` at file `offset`; returns bytes written. */
-export function pwritev(
-  fd: number,
-  iovecs: Uint8Array,
-  options: { count: number; offset: number },
-): number {
-  return check(
-    Number(libc.pwritev(fd, iovecs, options.count, BigInt(options.offset))),
-    "pwritev",
-    `fd ${fd}`,
-  );
+/** `pwritev(2)` from `iov` at file `offset`; returns bytes written. */
+export function pwritev(fd: number, iov: IovecList, options: { offset: number }): number {
+  return check(Number(libc.pwritev(fd, iov.bytes, iov.count, BigInt(options.offset))), "pwritev", {
+    detail: `fd ${fd}`,
+  });
 }
 
 /** `ioctl(2)` with a pointer argument; returns the ioctl's result. */
-export function ioctl(fd: number, request: bigint, argument: Uint8Array): number {
-  return check(libc.ioctl(fd, request, argument), "ioctl", `fd ${fd}, 0x${request.toString(16)}`);
+export function ioctl(fd: number, options: { request: bigint; argument: Uint8Array }): number {
+  return check(libc.ioctl(fd, options.request, options.argument), "ioctl", {
+    detail: `fd ${fd}, 0x${options.request.toString(16)}`,
+  });
 }

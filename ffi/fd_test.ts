@@ -29,7 +29,7 @@ Deno.test("scatter/gather I/O moves bytes between a socket and mapped memory", (
     iov.push(map.address + 5000, 2);
     assert.equal(iov.count, 2);
     assert.equal(iov.totalLength, 5);
-    assert.equal(writev(a, iov.bytes, iov.count), 5);
+    assert.equal(writev(a, iov), 5);
     const got = new Uint8Array(5);
     assert.equal(read(b, got), 5);
     assert.deepEqual([...got], [1, 2, 3, 4, 5]);
@@ -38,15 +38,15 @@ Deno.test("scatter/gather I/O moves bytes between a socket and mapped memory", (
     iov.clear();
     iov.push(map.address + 200, 2);
     iov.push(map.address + 300, 3);
-    assert.equal(readv(a, iov.bytes, iov.count), 5);
+    assert.equal(readv(a, iov), 5);
     assert.deepEqual([...bytes.subarray(200, 202), ...bytes.subarray(300, 303)], [9, 8, 7, 6, 5]);
 
     iov.clear();
     iov.push(map.address + 200, 2);
-    assert.equal(pwritev(memfd, iov.bytes, { count: 1, offset: 4000 }), 2);
+    assert.equal(pwritev(memfd, iov, { offset: 4000 }), 2);
     iov.clear();
     iov.push(map.address + 7000, 2);
-    assert.equal(preadv(memfd, iov.bytes, { count: 1, offset: 4000 }), 2);
+    assert.equal(preadv(memfd, iov, { offset: 4000 }), 2);
     assert.deepEqual([...bytes.subarray(7000, 7002)], [9, 8]);
   } finally {
     unmap(map);

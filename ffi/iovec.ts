@@ -45,8 +45,8 @@ export class IovecList {
   push(address: number, length: number): void {
     const offset = this.#count * IOVEC_SIZE;
     if (offset + IOVEC_SIZE > this.#bytes.length) this.#grow();
-    setAddress(this.#view, offset, address);
-    setAddress(this.#view, offset + 8, length);
+    setAddress(this.#view, { offset: offset, value: address });
+    setAddress(this.#view, { offset: offset + 8, value: length });
     this.#count++;
     this.#total += length;
   }

@@ -35,7 +35,7 @@ export interface Mapping {
  */
 export function mapShared(fd: number, options: { length: number; offset: number }): Mapping {
   const { length, offset } = options;
-  if (!(length > 0)) throw new SyscallError("mmap", 22, `fd ${fd}, length ${length}`);
+  if (!(length > 0)) throw new SyscallError("mmap", 22, { detail: `fd ${fd}, length ${length}` });
   const slack = offset % PAGE_SIZE;
   const base = libc.mmap(
     null,
@@ -47,7 +47,9 @@ export function mapShared(fd: number, options: { length: number; offset: number 
   );
   const baseValue = BigInt(Deno.UnsafePointer.value(base));
   if (base === null || baseValue === MAP_FAILED) {
-    throw new SyscallError("mmap", lastErrno(), `fd ${fd}, length ${length}, offset ${offset}`);
+    throw new SyscallError("mmap", lastErrno(), {
+      detail: `fd ${fd}, length ${length}, offset ${offset}`,
+    });
   }
   const address = Number(baseValue) + slack;
   const buffer = Deno.UnsafePointerView.getArrayBuffer(
@@ -79,7 +81,9 @@ export function createMemfd(name: string, size: number): number {
     "memfd_create",
   );
   try {
-    check(libc.ftruncate(fd, BigInt(size)), "ftruncate", `memfd ${name}, ${size} bytes`);
+    check(libc.ftruncate(fd, BigInt(size)), "ftruncate", {
+      detail: `memfd ${name}, ${size} bytes`,
+    });
   } catch (error) {
     libc.close(fd);
     throw error;

@@ -49,11 +49,9 @@ function scratchOf(size: number): Uint8Array<ArrayBuffer> {
 function encodeSockaddr(path: string): Uint8Array<ArrayBuffer> {
   const bytes = new TextEncoder().encode(path);
   if (bytes.length === 0 || bytes.length >= SUN_PATH_MAX) {
-    throw new SyscallError(
-      "bind",
-      36,
-      `socket path "${path}" must be 1..${SUN_PATH_MAX - 1} bytes`,
-    );
+    throw new SyscallError("bind", 36, {
+      detail: `socket path "${path}" must be 1..${SUN_PATH_MAX - 1} bytes`,
+    });
   }
   const addr = new Uint8Array(SOCKADDR_UN_SIZE);
   new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
@@ -63,7 +61,7 @@ function encodeSockaddr(path: string): Uint8Array<ArrayBuffer> {
 
 function newSocket(nonBlocking: boolean): number {
   const type = SOCK_STREAM | SOCK_CLOEXEC | (nonBlocking ? SOCK_NONBLOCK : 0);
-  return check(libc.socket(AF_UNIX, type, 0), "socket", "AF_UNIX");
+  return check(libc.socket(AF_UNIX, type, 0), "socket", { detail: "AF_UNIX" });
 }
 
 /**
@@ -74,8 +72,8 @@ export function listenUnix(path: string, backlog = 1): number {
   const addr = encodeSockaddr(path);
   const fd = newSocket(true);
   try {
-    check(libc.bind(fd, addr, addr.length), "bind", path);
-    check(libc.listen(fd, backlog), "listen", path);
+    check(libc.bind(fd, addr, addr.length), "bind", { detail: path });
+    check(libc.listen(fd, backlog), "listen", { detail: path });
   } catch (error) {
     libc.close(fd);
     throw error;
@@ -90,7 +88,7 @@ export function connectUnix(path: string): number {
   if (libc.connect(fd, addr, addr.length) < 0) {
     const errno = lastErrno();
     libc.close(fd);
-    throw new SyscallError("connect", errno, path);
+    throw new SyscallError("connect", errno, { detail: path });
   }
   return fd;
 }
@@ -104,7 +102,7 @@ export function acceptUnix(listener: number): number | null {
   if (fd >= 0) return fd;
   const errno = lastErrno();
   if (errno === EAGAIN) return null;
-  throw new SyscallError("accept4", errno, `listener ${listener}`);
+  throw new SyscallError("accept4", errno, { detail: `listener ${listener}` });
 }
 
 /** A connected pair of blocking stream sockets. */
@@ -127,14 +125,14 @@ function prepareHeader(
   length: number,
   controlLength: number,
 ): void {
-  setAddress(iovecView, 0, addressOf(buffer));
-  setAddress(iovecView, 8, length);
+  setAddress(iovecView, { offset: 0, value: addressOf(buffer) });
+  setAddress(iovecView, { offset: 8, value: length });
   msghdr.fill(0);
-  setAddress(msghdrView, MSGHDR.iov, addressOf(iovec));
-  setAddress(msghdrView, MSGHDR.iovlen, 1);
+  setAddress(msghdrView, { offset: MSGHDR.iov, value: addressOf(iovec) });
+  setAddress(msghdrView, { offset: MSGHDR.iovlen, value: 1 });
   if (controlLength > 0) {
-    setAddress(msghdrView, MSGHDR.control, addressOf(control));
-    setAddress(msghdrView, MSGHDR.controllen, controlLength);
+    setAddress(msghdrView, { offset: MSGHDR.control, value: addressOf(control) });
+    setAddress(msghdrView, { offset: MSGHDR.controllen, value: controlLength });
   }
 }
 
@@ -146,10 +144,13 @@ function prepareHeader(
 export function sendWithFds(
   fd: number,
   data: Uint8Array,
-  fds: readonly number[] = [],
+  options: { fds?: readonly number[] } = {},
 ): number | null {
+  const fds = options.fds ?? [];
   if (fds.length > MAX_FDS_PER_MESSAGE) {
-    throw new SyscallError("sendmsg", 22, `${fds.length} fds exceed ${MAX_FDS_PER_MESSAGE}`);
+    throw new SyscallError("sendmsg", 22, {
+      detail: `${fds.length} fds exceed ${MAX_FDS_PER_MESSAGE}`,
+    });
   }
   const out = scratchOf(data.length);
   out.set(data);
@@ -157,7 +158,7 @@ export function sendWithFds(
   if (fds.length > 0) {
     controlLength = cmsgSpace(fds.length * 4);
     control.fill(0, 0, controlLength);
-    setAddress(controlView, 0, cmsgLen(fds.length * 4));
+    setAddress(controlView, { offset: 0, value: cmsgLen(fds.length * 4) });
     controlView.setInt32(8, SOL_SOCKET, true);
     controlView.setInt32(12, SCM_RIGHTS, true);
     fds.forEach((f, i) => controlView.setInt32(16 + i * 4, f, true));
@@ -167,7 +168,7 @@ export function sendWithFds(
   if (n >= 0) return n;
   const errno = lastErrno();
   if (errno === EAGAIN) return null;
-  throw new SyscallError("sendmsg", errno, `fd ${fd}`);
+  throw new SyscallError("sendmsg", errno, { detail: `fd ${fd}` });
 }
 
 /** What one {@link receiveWithFds} call got. */
@@ -191,7 +192,7 @@ export function receiveWithFds(fd: number, into: Uint8Array): Received | null {
   if (n < 0) {
     const errno = lastErrno();
     if (errno === EAGAIN) return null;
-    throw new SyscallError("recvmsg", errno, `fd ${fd}`);
+    throw new SyscallError("recvmsg", errno, { detail: `fd ${fd}` });
   }
   into.set(buffer.subarray(0, n));
   const flags = msghdrView.getInt32(MSGHDR.flags, true);

@@ -21,7 +21,7 @@ Deno.test("descriptors pass over a socket pair with SCM_RIGHTS", () => {
   const [a, b] = socketPair();
   const event = createEventFd();
   try {
-    assert.equal(sendWithFds(a, new Uint8Array([1, 2, 3]), [event]), 3);
+    assert.equal(sendWithFds(a, new Uint8Array([1, 2, 3]), { fds: [event] }), 3);
     const into = new Uint8Array(16);
     const got = receiveWithFds(b, into)!;
     assert.equal(got.length, 3);
@@ -60,7 +60,7 @@ Deno.test("sending to a closed peer is EPIPE, not SIGPIPE", () => {
 Deno.test("too many descriptors are refused before the call", () => {
   const [a, b] = socketPair();
   assert.throws(() =>
-    sendWithFds(a, new Uint8Array(1), new Array(MAX_FDS_PER_MESSAGE + 1).fill(0))
+    sendWithFds(a, new Uint8Array(1), { fds: new Array(MAX_FDS_PER_MESSAGE + 1).fill(0) })
   );
   close(a);
   close(b);

@@ -22,11 +22,9 @@ const ENAMETOOLONG = 36;
 export function unixSockaddr(path: string): Uint8Array<ArrayBuffer> {
   const bytes = new TextEncoder().encode(path);
   if (bytes.length === 0 || bytes.length >= SUN_PATH_MAX) {
-    throw new SyscallError(
-      "connect",
-      ENAMETOOLONG,
-      `socket path "${path}" must be 1..${SUN_PATH_MAX - 1} bytes`,
-    );
+    throw new SyscallError("connect", ENAMETOOLONG, {
+      detail: `socket path "${path}" must be 1..${SUN_PATH_MAX - 1} bytes`,
+    });
   }
   const addr = new Uint8Array(SOCKADDR_UN_SIZE);
   new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
@@ -44,11 +42,11 @@ export function unixSockaddr(path: string): Uint8Array<ArrayBuffer> {
 export function connectUnixNonBlocking(path: string): number {
   const addr = unixSockaddr(path);
   const fd = libc.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw new SyscallError("socket", lastErrno(), "AF_UNIX");
+  if (fd < 0) throw new SyscallError("socket", lastErrno(), { detail: "AF_UNIX" });
   if (libc.connect(fd, addr, addr.length) < 0) {
     const errno = lastErrno();
     libc.close(fd);
-    throw new SyscallError("connect", errno, path);
+    throw new SyscallError("connect", errno, { detail: path });
   }
   return fd;
 }

@@ -74,9 +74,9 @@ export function addressOf(buffer: Uint8Array): number {
 const TWO_32 = 4294967296;
 
 /** Writes a 64-bit address held in a number (< 2^53) at `offset`. */
-export function setAddress(view: DataView, offset: number, address: number): void {
-  view.setUint32(offset, address % TWO_32, true);
-  view.setUint32(offset + 4, Math.floor(address / TWO_32), true);
+export function setAddress(view: DataView, field: { offset: number; value: number }): void {
+  view.setUint32(field.offset, field.value % TWO_32, true);
+  view.setUint32(field.offset + 4, Math.floor(field.value / TWO_32), true);
 }
 
 /** Reads a 64-bit value at `offset` as a number (exact below 2^53). */

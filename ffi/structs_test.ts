@@ -82,7 +82,7 @@ Deno.test("epoll_event is packed on x86-64 only", () => {
 Deno.test("64-bit addresses round-trip through numbers", () => {
   const view = new DataView(new ArrayBuffer(8));
   for (const value of [0, 1, 2 ** 32 - 1, 2 ** 32, 0x7fff_1234_5678, 2 ** 53 - 1]) {
-    setAddress(view, 0, value);
+    setAddress(view, { offset: 0, value });
     assert.equal(getAddress(view, 0), value);
     assert.equal(view.getBigUint64(0, true), BigInt(value));
   }

@@ -32,5 +32,5 @@ export function armTimerFd(fd: number, delayMs: number): void {
   specView.setBigInt64(8, 0n, true);
   specView.setBigInt64(16, value / 1_000_000_000n, true);
   specView.setBigInt64(24, value % 1_000_000_000n, true);
-  check(libc.timerfd_settime(fd, 0, spec, null), "timerfd_settime", `fd ${fd}`);
+  check(libc.timerfd_settime(fd, 0, spec, null), "timerfd_settime", { detail: `fd ${fd}` });
 }

@@ -36,11 +36,9 @@ export function vsockSockaddr(cid: number, port: number): Uint8Array<ArrayBuffer
 }
 
 function vsockSocket(): number {
-  return check(
-    libc.socket(AF_VSOCK, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0),
-    "socket",
-    "AF_VSOCK",
-  );
+  return check(libc.socket(AF_VSOCK, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), "socket", {
+    detail: "AF_VSOCK",
+  });
 }
 
 /** A non-blocking AF_VSOCK listener on `port` of `cid` (default any). */
@@ -51,8 +49,8 @@ export function listenVsock(
   const fd = vsockSocket();
   const addr = vsockSockaddr(options.cid ?? VMADDR_CID_ANY, port);
   try {
-    check(libc.bind(fd, addr, addr.length), "bind", `vsock port ${port}`);
-    check(libc.listen(fd, options.backlog ?? 128), "listen", `vsock port ${port}`);
+    check(libc.bind(fd, addr, addr.length), "bind", { detail: `vsock port ${port}` });
+    check(libc.listen(fd, options.backlog ?? 128), "listen", { detail: `vsock port ${port}` });
   } catch (error) {
     libc.close(fd);
     throw error;
@@ -66,7 +64,7 @@ export function acceptVsock(listener: number): number | null {
   if (fd >= 0) return fd;
   const errno = lastErrno();
   if (errno === EAGAIN) return null;
-  throw new SyscallError("accept4", errno, `vsock listener ${listener}`);
+  throw new SyscallError("accept4", errno, { detail: `vsock listener ${listener}` });
 }
 
 /**
@@ -82,5 +80,5 @@ export function connectVsock(cid: number, port: number): { fd: number; pending: 
   const errno = lastErrno();
   if (errno === EINPROGRESS) return { fd, pending: true };
   libc.close(fd);
-  throw new SyscallError("connect", errno, `vsock ${cid}:${port}`);
+  throw new SyscallError("connect", errno, { detail: `vsock ${cid}:${port}` });
 }

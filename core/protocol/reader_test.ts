@@ -11,7 +11,7 @@ Deno.test("messages are reassembled from pieces, with fds from any piece", () =>
   const message = encodeMessage(R.SET_VRING_CALL, { payload: encodeU64(1n) });
   const fd = createEventFd();
   assert.equal(reader.next(), null);
-  sendWithFds(a, message.subarray(0, 5), [fd]);
+  sendWithFds(a, message.subarray(0, 5), { fds: [fd] });
   assert.equal(reader.next(), null);
   sendWithFds(a, message.subarray(5, HEADER_SIZE + 3));
   assert.equal(reader.next(), null);
@@ -53,7 +53,7 @@ Deno.test("a bad header is a ProtocolError; discard closes a partial message's f
   setNonBlocking(b, true);
   const reader = new MessageReader(b);
   const fd = createEventFd();
-  sendWithFds(a, encodeHeader({ request: 5, flags: 1, size: 40 }), [fd]);
+  sendWithFds(a, encodeHeader({ request: 5, flags: 1, size: 40 }), { fds: [fd] });
   assert.equal(reader.next(), null);
   reader.discard();
   sendWithFds(a, new Uint8Array(40));

@@ -67,7 +67,12 @@ export function readSlices(
  * Copies `data` into `slices`, starting `skip` bytes in. Returns the bytes
  * written (fewer than `data.length` if the slices are too small).
  */
-export function writeSlices(slices: readonly GuestSlice[], data: Uint8Array, skip = 0): number {
+export function writeSlices(
+  slices: readonly GuestSlice[],
+  data: Uint8Array,
+  options: { skip?: number } = {},
+): number {
+  let skip = options.skip ?? 0;
   let written = 0;
   for (const slice of slices) {
     if (written === data.length) break;

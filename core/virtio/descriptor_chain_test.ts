@@ -23,7 +23,7 @@ Deno.test("writes and reads cross slices, honour skip, and stop at the end", () 
   assert.deepEqual([...sliceBytes(slices[2])], [4, 5, 6, 7, 8]);
   assert.deepEqual([...readSlices(slices, { length: 100 })], [1, 2, 3, 4, 5, 6, 7, 8]);
   assert.deepEqual([...readSlices(slices, { skip: 2, length: 3 })], [3, 4, 5]);
-  assert.equal(writeSlices(slices, new Uint8Array([9, 9]), 4), 2);
+  assert.equal(writeSlices(slices, new Uint8Array([9, 9]), { skip: 4 }), 2);
   assert.deepEqual([...readSlices(slices, { length: 8 })], [1, 2, 3, 4, 9, 9, 7, 8]);
 });
 

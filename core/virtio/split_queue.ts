@@ -28,7 +28,11 @@ export function ringSizes(size: number): { desc: number; avail: number; used: nu
  * `vring_need_event` (§2.7.10): whether moving the index from `oldIdx` to
  * `newIdx` passed `eventIdx`, in 16-bit arithmetic.
  */
-export function vringNeedEvent(eventIdx: number, newIdx: number, oldIdx: number): boolean {
+export function vringNeedEvent(
+  eventIdx: number,
+  move: { newIdx: number; oldIdx: number },
+): boolean {
+  const { newIdx, oldIdx } = move;
   return ((newIdx - eventIdx - 1) & 0xffff) < ((newIdx - oldIdx) & 0xffff);
 }
 
@@ -226,7 +230,7 @@ export class SplitQueue {
     const since = this.#signalledUsed ?? old;
     const first = this.#signalledUsed === null;
     this.#signalledUsed = now;
-    return first || vringNeedEvent(usedEvent, now, since);
+    return first || vringNeedEvent(usedEvent, { newIdx: now, oldIdx: since });
   }
 
   #reject(head: number, reason: string): void {

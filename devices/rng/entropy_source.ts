@@ -80,7 +80,7 @@ export class FileEntropySource implements EntropySource {
       left -= take;
     }
     if (iov.count === 0) return 0;
-    return readv(this.#fd, iov.bytes, iov.count);
+    return readv(this.#fd, iov);
   }
 
   whenReadable(callback: () => void): () => void {

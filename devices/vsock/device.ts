@@ -645,7 +645,7 @@ export class VsockDevice implements VirtioDevice {
     }
     if (!conn.txBuffer.empty || conn.state === "host-connecting") events |= EPOLLOUT;
     if (conn.events === null) {
-      loop.watch(stream.fd, (flags) => this.#onHostEvent(conn, flags), events);
+      loop.watch(stream.fd, (flags) => this.#onHostEvent(conn, flags), { events });
     } else if (conn.events !== events) {
       loop.rewatch(stream.fd, events);
     }
@@ -763,7 +763,7 @@ export class VsockDevice implements VirtioDevice {
       writeSlices(
         chain.writable,
         payload.subarray(item.offset, item.offset + take),
-        VSOCK_HEADER_SIZE,
+        { skip: VSOCK_HEADER_SIZE },
       );
     }
     item.offset += take;

@@ -64,11 +64,11 @@ export class SocketStream implements HostStream {
   }
 
   readv(iov: IovecList): number | null {
-    return readv(this.fd, iov.bytes, iov.count);
+    return readv(this.fd, iov);
   }
 
   writev(iov: IovecList): number | null {
-    return writev(this.fd, iov.bytes, iov.count);
+    return writev(this.fd, iov);
   }
 
   write(bytes: Uint8Array): number | null {

@@ -54,7 +54,7 @@ export async function denoPingPong(
   let connection: number | null;
   while ((connection = acceptUnix(listener)) === null) await new Promise((r) => setTimeout(r, 5));
   setNonBlocking(connection, false);
-  sendWithFds(connection, new Uint8Array(1), [kick, call]);
+  sendWithFds(connection, new Uint8Array(1), { fds: [kick, call] });
   const counter = new Uint8Array(8);
   const start = performance.now();
   for (let i = 0; i < options.rounds; i++) {
@@ -73,7 +73,7 @@ if (import.meta.main && Deno.args[0] === "child") {
   const received = receiveWithFds(socket, new Uint8Array(1))!;
   const [kick, call] = received.fds;
   const epoll = new Epoll(1);
-  epoll.add(kick, EPOLLIN | EPOLLET, 0);
+  epoll.add(kick, { events: EPOLLIN | EPOLLET, token: 0 });
   for (let i = 0; i < Number(Deno.args[2]); i++) {
     epoll.wait(1000);
     signalEventFd(call);

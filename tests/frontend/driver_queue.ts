@@ -345,7 +345,9 @@ export class DriverQueue {
     const newIdx = this.#published;
     const oldIdx = (newIdx - this.#numAdded) & 0xffff;
     this.#numAdded = 0;
-    if (this.eventIdx) return vringNeedEvent(this.readAvailEvent(), newIdx, oldIdx);
+    if (this.eventIdx) {
+      return vringNeedEvent(this.readAvailEvent(), { newIdx: newIdx, oldIdx: oldIdx });
+    }
     return (this.readUsedFlags() & VIRTQ_USED_F_NO_NOTIFY) === 0;
   }
 

@@ -269,15 +269,15 @@ Deno.test("16-bit indices wrap: 70,000 round trips through a queue of 2", () => 
 });
 
 Deno.test("vring_need_event in 16-bit arithmetic", () => {
-  assert.equal(vringNeedEvent(0, 1, 0), true);
-  assert.equal(vringNeedEvent(5, 5, 4), false); // event 5 not yet passed: new must be 6
-  assert.equal(vringNeedEvent(5, 6, 5), true);
-  assert.equal(vringNeedEvent(5, 10, 6), false); // already past it before this batch
-  assert.equal(vringNeedEvent(5, 10, 5), true);
-  assert.equal(vringNeedEvent(0xffff, 0, 0xffff), true); // crossing the wrap
-  assert.equal(vringNeedEvent(0xffff, 2, 0xfffe), true);
-  assert.equal(vringNeedEvent(0, 1, 1), false); // nothing new
-  assert.equal(vringNeedEvent(3, 0x10002, 0xfffe), false); // new wraps, event ahead
+  assert.equal(vringNeedEvent(0, { newIdx: 1, oldIdx: 0 }), true);
+  assert.equal(vringNeedEvent(5, { newIdx: 5, oldIdx: 4 }), false); // event 5 not yet passed: new must be 6
+  assert.equal(vringNeedEvent(5, { newIdx: 6, oldIdx: 5 }), true);
+  assert.equal(vringNeedEvent(5, { newIdx: 10, oldIdx: 6 }), false); // already past it before this batch
+  assert.equal(vringNeedEvent(5, { newIdx: 10, oldIdx: 5 }), true);
+  assert.equal(vringNeedEvent(0xffff, { newIdx: 0, oldIdx: 0xffff }), true); // crossing the wrap
+  assert.equal(vringNeedEvent(0xffff, { newIdx: 2, oldIdx: 0xfffe }), true);
+  assert.equal(vringNeedEvent(0, { newIdx: 1, oldIdx: 1 }), false); // nothing new
+  assert.equal(vringNeedEvent(3, { newIdx: 0x10002, oldIdx: 0xfffe }), false); // new wraps, event ahead
 });
 
 Deno.test("needsKick honours avail_event with EVENT_IDX", () => {

@@ -188,13 +188,13 @@ class FdWaiter {
   constructor(fd: number, events: number) {
     this.#fd = fd;
     this.#events = events;
-    this.#epoll.add(fd, events, 0);
+    this.#epoll.add(fd, { events, token: 0 });
   }
 
   /** Waits until the fd is ready for `events` or `deadline` (performance.now()) passes. */
   wait(events: number, deadline: number): boolean {
     if (events !== this.#events) {
-      this.#epoll.modify(this.#fd, events, 0);
+      this.#epoll.modify(this.#fd, { events, token: 0 });
       this.#events = events;
     }
     for (;;) {
@@ -885,7 +885,7 @@ function sendAll(
 ): void {
   let sent = 0;
   while (sent < bytes.length) {
-    const n = sendWithFds(fd, bytes.subarray(sent), sent === 0 ? options.fds : []);
+    const n = sendWithFds(fd, bytes.subarray(sent), { fds: sent === 0 ? options.fds : [] });
     if (n !== null) {
       sent += n;
       continue;

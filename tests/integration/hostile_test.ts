@@ -53,7 +53,7 @@ Deno.test("hostile input: the daemon rejects it all, keeps serving, and leaks no
   /** A raw connection that sends `bytes` (and `fds`), then expects the daemon to hang up. */
   const expectDropped = async (bytes: Uint8Array, fds: number[] = []) => {
     const fd = connectUnix(path);
-    sendWithFds(fd, bytes, fds);
+    sendWithFds(fd, bytes, { fds });
     const frontend = new VhostUserFrontend(fd, { timeoutMs: 2000 });
     assert.ok(frontend.waitForHangUp(3000), "the daemon closed the connection");
     frontend.close();
@@ -88,9 +88,9 @@ Deno.test("hostile input: the daemon rejects it all, keeps serving, and leaks no
       await served();
       const fd2 = connectUnix(path);
       const memfd = createMemfd("x", 4096);
-      sendWithFds(fd2, encodeHeader({ request: R.SET_MEM_TABLE, flags: VERSION, size: 100 }), [
-        memfd,
-      ]);
+      sendWithFds(fd2, encodeHeader({ request: R.SET_MEM_TABLE, flags: VERSION, size: 100 }), {
+        fds: [memfd],
+      });
       sendWithFds(fd2, new Uint8Array(10));
       shutdownSocket(fd2);
       close(fd2);
