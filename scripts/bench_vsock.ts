@@ -6,7 +6,8 @@
  *
  * Run (root: QEMU and the guest kit): deno run --allow-all scripts/bench_vsock.ts
  * Options: --mib N (per run, default 32), --runs N (default 5), --echoes N (default 300),
- * --tx-buffer-size BYTES (the daemon's, default 65536 as upstream)
+ * --tx-buffer-size BYTES (the daemon's, default 65536 as upstream),
+ * --poll-us N (the daemon's busy-poll, default 0)
  *
  * @module
  */
@@ -96,6 +97,7 @@ async function main(): Promise<void> {
       runs: { type: "string", default: "5" },
       echoes: { type: "string", default: "300" },
       "tx-buffer-size": { type: "string", default: "65536" },
+      "poll-us": { type: "string", default: "0" },
     },
   });
   const mib = Number(values.mib);
@@ -107,7 +109,10 @@ async function main(): Promise<void> {
   const uds = `${dir}/vm.vsock`;
   const serialPath = `${dir}/serial.sock`;
   const daemon = await DaemonProcess.start(MAIN, {
-    args: ["--socket", socket, "--uds-path", uds, "--tx-buffer-size", values["tx-buffer-size"]],
+    args: [
+      ...["--socket", socket, "--uds-path", uds, "--tx-buffer-size", values["tx-buffer-size"]],
+      ...["--poll-us", values["poll-us"]],
+    ],
     waitFor: [socket],
     tempDir: dir,
   });
@@ -244,7 +249,9 @@ async function main(): Promise<void> {
     } | ${Number.isNaN(ratio) ? "  n/a" : `${ratio.toFixed(2)}x`.padStart(5)} |`;
   };
   console.log(
-    `\nvhost-device-vsock (--tx-buffer-size ${values["tx-buffer-size"]}) vs virtio-serial, ` +
+    `\nvhost-device-vsock (--tx-buffer-size ${values["tx-buffer-size"]}, --poll-us ${
+      values["poll-us"]
+    }) vs virtio-serial, ` +
       `TCG guest, ${mib} MiB per run, median of ${runs} runs; ` +
       `latency: median of ${echoes} round trips (ratio > 1: vsock better)\n`,
   );
