@@ -7,6 +7,9 @@
 
 import { IOVEC_SIZE, setAddress, stableBuffer } from "./structs.ts";
 
+/** Linux's `IOV_MAX`: readv(2) and friends refuse more iovecs (EINVAL). */
+export const IOV_MAX = 1024;
+
 /** A growable, reusable `struct iovec[]`. */
 export class IovecList {
   #bytes: Uint8Array<ArrayBuffer>;

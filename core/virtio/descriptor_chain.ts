@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { IovecList } from "../../ffi/mod.ts";
+import { IOV_MAX, type IovecList } from "../../ffi/mod.ts";
 import type { GuestSlice } from "../memory/guest_memory.ts";
 
 /** A chain the driver made available, ready for the device to serve. */
@@ -89,11 +89,30 @@ export function writeSlices(
 }
 
 /**
- * Appends iovecs for `slices` to `iov`, so host I/O (readv, writev, preadv…)
- * moves bytes straight between a file and guest memory.
+ * Appends iovecs for bytes `[skip, skip + max)` of `slices` (by default all
+ * of them) to `iov`, so host I/O (readv, writev, preadv…) moves bytes
+ * straight between a file or socket and guest memory. Returns the bytes
+ * covered: fewer than `max` if the slices end first or `iov` reaches
+ * `IOV_MAX` entries, beyond which the kernel refuses the call.
  */
-export function pushIovecs(slices: readonly GuestSlice[], iov: IovecList): void {
+export function pushIovecs(
+  slices: readonly GuestSlice[],
+  iov: IovecList,
+  options: { skip?: number; max?: number } = {},
+): number {
+  let skip = options.skip ?? 0;
+  const max = options.max ?? Infinity;
+  let covered = 0;
   for (const slice of slices) {
-    if (slice.length > 0) iov.push(slice.region.hostAddress + slice.offset, slice.length);
+    if (covered === max || iov.count === IOV_MAX) break;
+    if (skip >= slice.length) {
+      skip -= slice.length;
+      continue;
+    }
+    const take = Math.min(slice.length - skip, max - covered);
+    if (take > 0) iov.push(slice.region.hostAddress + slice.offset + skip, take);
+    covered += take;
+    skip = 0;
   }
+  return covered;
 }

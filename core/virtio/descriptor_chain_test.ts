@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { IovecList } from "../../ffi/mod.ts";
+import { IOV_MAX, IovecList } from "../../ffi/mod.ts";
 import { type GuestSlice, MemoryRegion } from "../memory/guest_memory.ts";
 import { pushIovecs, readSlices, sliceBytes, writeSlices } from "./descriptor_chain.ts";
 
@@ -32,4 +32,18 @@ Deno.test("iovecs point at each non-empty slice", () => {
   pushIovecs(slices, iov);
   assert.equal(iov.count, 2);
   assert.equal(iov.totalLength, 8);
+});
+
+Deno.test("iovecs cover a range of the slices and stop at IOV_MAX", () => {
+  const iov = new IovecList(1);
+  assert.equal(pushIovecs(slices, iov, { skip: 2, max: 4 }), 4);
+  assert.equal(iov.count, 2);
+  assert.equal(iov.totalLength, 4);
+  const many: GuestSlice[] = Array.from(
+    { length: IOV_MAX + 5 },
+    (_, i) => ({ region, offset: i % 64, length: 1 }),
+  );
+  iov.clear();
+  assert.equal(pushIovecs(many, iov), IOV_MAX);
+  assert.equal(iov.count, IOV_MAX);
 });

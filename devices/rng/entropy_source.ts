@@ -8,6 +8,7 @@
 
 import type { EventLoop } from "../../core/event_loop.ts";
 import type { GuestSlice } from "../../core/memory/guest_memory.ts";
+import { pushIovecs } from "../../core/virtio/descriptor_chain.ts";
 import { close, errnoName, IovecList, openReadOnly, readv, SyscallError } from "../../ffi/mod.ts";
 
 /** Where the device gets its bytes; tests substitute a fake. */
@@ -21,9 +22,6 @@ export interface EntropySource {
   /** Calls `callback` once when the source can be read; returns a cancel function. */
   whenReadable(callback: () => void): () => void;
 }
-
-/** Linux's `IOV_MAX`: readv(2) refuses more iovecs (EINVAL). */
-export const IOV_MAX = 1024;
 
 /** Options of {@link FileEntropySource.open}. */
 export interface FileEntropySourceOptions {
@@ -72,13 +70,7 @@ export class FileEntropySource implements EntropySource {
   read(slices: readonly GuestSlice[], length: number): number | null {
     const iov = this.#iov;
     iov.clear();
-    let left = length;
-    for (const slice of slices) {
-      if (left === 0 || iov.count === IOV_MAX) break;
-      const take = Math.min(left, slice.length);
-      if (take > 0) iov.push(slice.region.hostAddress + slice.offset, take);
-      left -= take;
-    }
+    pushIovecs(slices, iov, { max: length });
     if (iov.count === 0) return 0;
     return readv(this.#fd, iov);
   }

@@ -3,7 +3,8 @@ import { EventLoop } from "../../core/event_loop.ts";
 import { Logger } from "../../core/log.ts";
 import { type GuestSlice, MemoryRegion } from "../../core/memory/guest_memory.ts";
 import { close, createMemfd, mapShared } from "../../ffi/mod.ts";
-import { FileEntropySource, IOV_MAX } from "./entropy_source.ts";
+import { IOV_MAX } from "../../ffi/mod.ts";
+import { FileEntropySource } from "./entropy_source.ts";
 
 const log = new Logger("test", { level: "off" });
 

@@ -15,10 +15,10 @@
 import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, IovecList } from "../../ffi/mod.ts";
 import type { DeviceContext, VirtioDevice } from "../../core/device.ts";
 import type { Timer } from "../../core/event_loop.ts";
-import type { GuestSlice } from "../../core/memory/guest_memory.ts";
 import { bit, ProtocolFeature as P } from "../../core/protocol/constants.ts";
 import {
   type DescriptorChain,
+  pushIovecs,
   readSlices,
   writeSlices,
 } from "../../core/virtio/descriptor_chain.ts";
@@ -28,6 +28,7 @@ import {
   VIRTIO_RING_F_EVENT_IDX,
 } from "../../core/virtio/features.ts";
 import type { SplitQueue } from "../../core/virtio/split_queue.ts";
+import { Fifo } from "./fifo.ts";
 import { Connection, connectionKey } from "./connection.ts";
 import type { HostBackend, HostStream } from "./host.ts";
 import { LogLimiter } from "./log_limiter.ts";
@@ -84,65 +85,6 @@ export interface VsockDeviceOptions {
 type Control =
   | { readonly conn: Connection; readonly op: number; readonly flags: number }
   | { readonly conn: null; readonly header: VsockHeader };
-
-/** A queue with O(1) push and shift. */
-class Fifo<T> {
-  #items: (T | undefined)[] = [];
-  #head = 0;
-
-  get length(): number {
-    return this.#items.length - this.#head;
-  }
-
-  push(item: T): void {
-    this.#items.push(item);
-  }
-
-  peek(): T | undefined {
-    return this.#items[this.#head];
-  }
-
-  shift(): T | undefined {
-    if (this.#head >= this.#items.length) return undefined;
-    const item = this.#items[this.#head];
-    this.#items[this.#head++] = undefined;
-    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
-      this.#items = this.#items.slice(this.#head);
-      this.#head = 0;
-    }
-    return item;
-  }
-
-  clear(): void {
-    this.#items = [];
-    this.#head = 0;
-  }
-}
-
-/**
- * Appends iovecs for bytes `[skip, skip + max)` of `slices`. Returns the
- * bytes covered (fewer if the slices end first).
- */
-function pushRange(
-  slices: readonly GuestSlice[],
-  iov: IovecList,
-  range: { skip: number; max: number },
-): number {
-  let skip = range.skip;
-  let left = range.max;
-  for (const slice of slices) {
-    if (left === 0) break;
-    if (skip >= slice.length) {
-      skip -= slice.length;
-      continue;
-    }
-    const take = Math.min(slice.length - skip, left);
-    iov.push(slice.region.hostAddress + slice.offset + skip, take);
-    left -= take;
-    skip = 0;
-  }
-  return range.max - left;
-}
 
 function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
@@ -511,7 +453,7 @@ export class VsockDevice implements VirtioDevice {
     if (conn.txBuffer.empty) {
       const iov = this.#iov;
       iov.clear();
-      pushRange(chain.readable, iov, { skip: VSOCK_HEADER_SIZE, max: length });
+      pushIovecs(chain.readable, iov, { skip: VSOCK_HEADER_SIZE, max: length });
       try {
         written = conn.stream!.writev(iov) ?? 0;
       } catch (error) {
@@ -779,7 +721,7 @@ export class VsockDevice implements VirtioDevice {
     const max = Math.min(conn.peerCredit, chain.writableLength - VSOCK_HEADER_SIZE);
     const iov = this.#iov;
     iov.clear();
-    pushRange(chain.writable, iov, { skip: VSOCK_HEADER_SIZE, max });
+    pushIovecs(chain.writable, iov, { skip: VSOCK_HEADER_SIZE, max });
     let count: number | null;
     try {
       count = max > 0 ? conn.stream!.readv(iov) : null;
