@@ -42,6 +42,13 @@ export interface CommandSpec {
   readonly about: string;
   /** Its options (`--help` and `--version` are added). */
   readonly options: readonly OptionSpec[];
+  /**
+   * The vhost-user back-end type (`VHostUserBackendType` of QEMU's
+   * docs/interop/vhost-user.json, e.g. `rng`, `vsock`). Given, the command
+   * answers `--print-capabilities` as the spec's back-end program
+   * conventions ask.
+   */
+  readonly backendType?: string;
   /** Options that may not be combined, by long name. */
   readonly conflicts?: readonly (readonly [string, string])[];
 }
@@ -151,13 +158,14 @@ export function listenAddresses(
 export function parseCommandLine(
   args: readonly string[],
   spec: CommandSpec,
-): ParsedOptions | "help" | "version" {
+): ParsedOptions | "help" | "version" | "capabilities" {
   const options: Record<
     string,
     { type: "string" | "boolean"; short?: string; multiple?: boolean }
   > = {
     help: { type: "boolean", short: "h" },
     version: { type: "boolean", short: "V" },
+    ...(spec.backendType ? { "print-capabilities": { type: "boolean" as const } } : {}),
   };
   for (const option of spec.options) {
     options[option.long] = {
@@ -176,6 +184,7 @@ export function parseCommandLine(
   }
   if (values.help) return "help";
   if (values.version) return "version";
+  if (values["print-capabilities"]) return "capabilities";
   for (const option of spec.options) {
     if (values[option.long] === undefined && option.defaultValue !== undefined) {
       values[option.long] = option.defaultValue;
@@ -198,6 +207,17 @@ function isOption(arg: string, spec: CommandSpec, long: string): boolean {
     (short !== undefined && arg.startsWith(`-${short}`));
 }
 
+const CAPABILITIES_OPTION: OptionSpec = {
+  long: "print-capabilities",
+  kind: "flag",
+  help: "Print the back-end's capabilities as JSON and exit",
+};
+
+/** What `--print-capabilities` prints: `{"type": …}` (vhost-user.rst, "Backend program conventions"). */
+export function capabilities(spec: CommandSpec): string {
+  return JSON.stringify({ type: spec.backendType });
+}
+
 /** `--help` text built from the option definitions. */
 export function renderHelp(spec: CommandSpec): string {
   const rows = [
@@ -209,6 +229,7 @@ export function renderHelp(spec: CommandSpec): string {
       kind: "flag",
       help: "Print version",
     } as const,
+    ...(spec.backendType ? [CAPABILITIES_OPTION] : []),
   ].map((o: OptionSpec) => {
     const names = `${o.short ? `-${o.short}, ` : "    "}--${o.long}${
       o.kind === "value" ? ` <${o.valueName ?? "VALUE"}>` : ""
@@ -279,6 +300,13 @@ export function renderManPage(
     ".TP",
     "\\fB\\-V\\fR, \\fB\\-\\-version\\fR",
     "Print version.",
+    ...(spec.backendType
+      ? [
+        ".TP",
+        "\\fB\\-\\-print\\-capabilities\\fR",
+        "Print the back-end's capabilities as JSON and exit.",
+      ]
+      : []),
     ".SH ENVIRONMENT",
     ".TP",
     ".B RUST_LOG",
@@ -351,6 +379,7 @@ export async function runMain(
     const parsed = parseCommandLine(Deno.args, spec);
     if (parsed === "help") console.log(renderHelp(spec));
     else if (parsed === "version") console.log(`${spec.name} ${VERSION}`);
+    else if (parsed === "capabilities") console.log(capabilities(spec));
     else await main(parsed);
   } catch (error) {
     status = error instanceof UsageError ? 2 : 1;

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  capabilities,
   type CommandSpec,
   listenAddresses,
   loggerFor,
@@ -86,4 +87,16 @@ Deno.test("--log-level overrides RUST_LOG; a bad level is a usage error", () => 
   assert.ok(loggerFor("t", { flag: "debug" }).enabled("debug"));
   assert.ok(!loggerFor("t", { flag: "warn" }).enabled("info"));
   assert.throws(() => loggerFor("t", { flag: "loud" }), UsageError);
+});
+
+Deno.test("--print-capabilities answers with the back-end type, as vhost-user.rst asks", () => {
+  const spec: CommandSpec = { ...SPEC, backendType: "rng" };
+  assert.equal(parseCommandLine(["--print-capabilities"], spec), "capabilities");
+  assert.equal(capabilities(spec), '{"type":"rng"}');
+  assert.match(renderHelp(spec), /--print-capabilities/);
+  assert.throws(
+    () => parseCommandLine(["--print-capabilities"], SPEC),
+    UsageError,
+    "only with a type",
+  );
 });

@@ -26,6 +26,7 @@ export const MAX_PERIOD_MS = 65536;
 export const RNG_COMMAND: CommandSpec = {
   name: "vhost-device-rng",
   about: "A virtio entropy device (virtio-rng) served over vhost-user",
+  backendType: "rng",
   options: [
     ...SOCKET_OPTIONS,
     {

@@ -23,6 +23,7 @@ import { VsockVm } from "./vm.ts";
 export const COMMAND: CommandSpec = {
   name: "vhost-device-vsock",
   about: "A virtio-vsock device backend (vhost-user), with hybrid vsock over Unix sockets",
+  backendType: "vsock",
   options: [...VSOCK_OPTIONS, ...LOOP_OPTIONS, ...LOG_OPTIONS],
 };
 
