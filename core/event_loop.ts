@@ -66,6 +66,7 @@ export class EventLoop {
   readonly #pollMs: number;
   readonly #wakeFd = createEventFd();
   #nextToken = 1;
+  readonly #deferred: (() => void)[] = [];
   #pending = 0;
   #running = false;
   #stopping = false;
@@ -133,6 +134,15 @@ export class EventLoop {
     return promise.finally(() => this.#pending--);
   }
 
+  /**
+   * Runs `callback` after the fds that are ready now have been served. A
+   * handler with more work than one pass should take does part of it and
+   * defers the rest, so one busy guest cannot starve the others.
+   */
+  defer(callback: () => void): void {
+    this.#deferred.push(callback);
+  }
+
   /** Makes {@link run} return after the current pass, waking an idle wait. */
   stop(): void {
     this.#stopping = true;
@@ -149,19 +159,25 @@ export class EventLoop {
     try {
       while (!this.#stopping) {
         let ready: number;
+        // Deferred work is due now: look at the fds without blocking.
+        const deferred = this.#deferred.length > 0;
         const sync = this.#policy === "hybrid" && this.#pending === 0;
         if (hot && sync && performance.now() - lastYield < YIELD_INTERVAL_MS) {
-          ready = this.#pollMs > 0 ? this.#poll() : 0;
-          if (ready === 0) ready = this.#epoll.wait(HOT_WAIT_MS);
-          hot = ready > 0;
+          if (deferred) ready = this.#epoll.wait(0);
+          else {
+            ready = this.#pollMs > 0 ? this.#poll() : 0;
+            if (ready === 0) ready = this.#epoll.wait(HOT_WAIT_MS);
+          }
+          hot = ready > 0 || deferred;
         } else {
-          ready = await this.#epoll.waitAsync(hot ? 0 : -1);
+          ready = await this.#epoll.waitAsync(hot || deferred ? 0 : -1);
           lastYield = performance.now();
           hot = true;
         }
         for (let i = 0; i < ready; i++) {
           this.#dispatch(this.#epoll.eventToken(i), this.#epoll.eventFlags(i));
         }
+        if (deferred) this.#runDeferred();
       }
     } finally {
       this.#running = false;
@@ -180,6 +196,16 @@ export class EventLoop {
     let ready = 0;
     do ready = this.#epoll.wait(0); while (ready === 0 && performance.now() < until);
     return ready;
+  }
+
+  #runDeferred(): void {
+    for (const callback of this.#deferred.splice(0)) {
+      try {
+        callback();
+      } catch (error) {
+        this.#log.error(`deferred work failed: ${error instanceof Error ? error.stack : error}`);
+      }
+    }
   }
 
   #dispatch(token: number, flags: number): void {

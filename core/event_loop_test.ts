@@ -55,3 +55,31 @@ Deno.test("a cancelled timer never fires", async () => {
   assert.ok(!fired);
   loop.close();
 });
+
+Deno.test("deferred work runs after the ready fds, and a busy source cannot starve the rest", async () => {
+  const loop = new EventLoop(quiet());
+  const other = createEventFd();
+  const order: string[] = [];
+  let passes = 0;
+  // A source with endless work, done one pass at a time.
+  const busy = () => {
+    order.push("busy");
+    if (++passes < 5) loop.defer(busy);
+  };
+  loop.watch(other, () => {
+    drainEventFd(other);
+    order.push("other");
+  });
+  loop.defer(busy);
+  signalEventFd(other);
+  loop.setTimer(30, () => loop.stop());
+  await loop.run();
+  assert.equal(passes, 5);
+  assert.ok(
+    order.indexOf("other") < order.lastIndexOf("busy"),
+    `the fd was served between passes: ${order}`,
+  );
+  loop.unwatch(other);
+  loop.close();
+  close(other);
+});

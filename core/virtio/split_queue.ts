@@ -321,24 +321,41 @@ export class SplitQueue {
   }
 }
 
+/** What one {@link serveAvailable} pass did. */
+export interface ServePass {
+  /** Chains served. */
+  readonly served: number;
+  /**
+   * The budget ran out with chains still waiting. Notifications stay off,
+   * so the caller must come back (`EventLoop.defer`); the next pass that
+   * empties the ring turns them on again.
+   */
+  readonly more: boolean;
+}
+
 /**
- * Serves every available chain with `handle`, which returns the bytes it
- * wrote, then notifies the driver once. Re-enables notifications before
- * returning and serves anything that raced in (§2.7.10). Returns the number
- * of chains served.
+ * Serves available chains with `handle`, which returns the bytes it wrote,
+ * then notifies the driver once. Re-enables notifications before returning
+ * and serves anything that raced in (§2.7.10). With a `budget`, stops after
+ * that many chains so one busy queue cannot hold the event loop.
  */
 export function serveAvailable(
   queue: SplitQueue,
   handle: (chain: DescriptorChain) => number,
-): number {
+  options: { budget?: number } = {},
+): ServePass {
+  const budget = options.budget ?? Infinity;
   let served = 0;
   do {
     queue.disableNotification();
     for (let chain = queue.next(); chain !== null; chain = queue.next()) {
       queue.addUsed(chain.head, handle(chain));
-      served++;
+      if (++served >= budget && queue.hasAvailable()) {
+        queue.notify();
+        return { served, more: true };
+      }
     }
   } while (queue.enableNotification());
   queue.notify();
-  return served;
+  return { served, more: false };
 }

@@ -179,7 +179,7 @@ Deno.test("16-bit indices wrap", () => {
   const r = rig({ nextAvail: 0xfffe });
   r.desc(DESC, 0, { addr: 0x8000, len: 4, flags: WRITE });
   r.offer(0, 0, 0);
-  const served = serveAvailable(r.queue, () => 4);
+  const { served } = serveAvailable(r.queue, () => 4);
   assert.equal(served, 3);
   assert.equal(r.queue.nextAvail, 1);
   assert.equal(r.view.getUint16(USED + 2, true), 1);
@@ -276,4 +276,16 @@ Deno.test("property: any descriptor table yields only chains inside guest memory
     ),
     { numRuns: 300 },
   );
+});
+
+Deno.test("a budget splits serving into passes, leaving notifications off in between", () => {
+  const r = rig({ eventIdx: false });
+  r.desc(DESC, 0, { addr: 0x8000, len: 4, flags: WRITE });
+  r.offer(0, 0, 0, 0, 0);
+  assert.deepEqual(serveAvailable(r.queue, () => 1, { budget: 2 }), { served: 2, more: true });
+  assert.equal(r.view.getUint16(USED + 2, true), 2, "what was served is published");
+  assert.equal(r.view.getUint16(USED, true), 1, "kicks stay suppressed until the ring is empty");
+  assert.deepEqual(serveAvailable(r.queue, () => 1, { budget: 2 }), { served: 2, more: true });
+  assert.deepEqual(serveAvailable(r.queue, () => 1, { budget: 2 }), { served: 1, more: false });
+  assert.equal(r.view.getUint16(USED, true), 0);
 });

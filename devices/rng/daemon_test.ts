@@ -28,10 +28,13 @@ async function patternFile(): Promise<string> {
   return path;
 }
 
-async function session(socket: string, options: { eventIdx?: boolean } = {}) {
+async function session(socket: string, options: { eventIdx?: boolean; size?: number } = {}) {
   const frontend = await VhostUserFrontend.connect(socket);
   const memory = new DriverMemory({ size: 4 << 20, split: { at: 2 << 20 } });
-  const queue = new DriverQueue(memory, { size: 256, eventIdx: options.eventIdx ?? true });
+  const queue = new DriverQueue(memory, {
+    size: options.size ?? 256,
+    eventIdx: options.eventIdx ?? true,
+  });
   const init = frontend.init();
   const features = options.eventIdx === false ? FEATURES & ~bit(VIRTIO_RING_F_EVENT_IDX) : FEATURES;
   frontend.start({ memory, queues: [queue], features });
@@ -188,4 +191,14 @@ Deno.test("rng daemon: a bad flag or source exits non-zero with one line, before
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("rng daemon: a full ring of 1000 requests is served in passes of 256, all of them", async () => {
+  await using daemon = await startRngDaemon([]);
+  const s = await session(`${daemon.socketPrefix}0`, { size: 1024 });
+  s.submit(...Array.from({ length: 1000 }, () => ({ readable: [], writable: [16] })));
+  const used = s.collect(1000);
+  assert.equal(used.length, 1000);
+  assert.ok(used.every((u) => u.length === 16));
+  s.close();
 });

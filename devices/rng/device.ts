@@ -35,6 +35,9 @@ export interface RngDeviceOptions {
   readonly limiter: RateLimiter;
 }
 
+/** Requests served per pass before the loop serves other fds. */
+export const BUDGET = 256;
+
 /** Rejections logged at warn level before the rest go to debug. */
 const LOUD_REJECTIONS = 10;
 
@@ -61,6 +64,8 @@ export class RngDevice implements VirtioDevice {
   #cancelSourceWait: (() => void) | null = null;
   /** A chain taken from `queue` whose read would have blocked. */
   #held: { chain: DescriptorChain; queue: SplitQueue } | null = null;
+  /** A pass is deferred (the budget ran out with requests waiting). */
+  #passDeferred = false;
   #rejected = 0;
   #endOfFileLogged = false;
 
@@ -103,9 +108,22 @@ export class RngDevice implements VirtioDevice {
       this.#held = null;
     }
     let blocked = false;
+    let served = 0;
     do {
       queue.disableNotification();
       while (!blocked) {
+        // A guest that keeps asking gets its turn, then the other fds theirs.
+        if (served === BUDGET && queue.hasAvailable()) {
+          if (!this.#passDeferred) {
+            this.#passDeferred = true;
+            context.loop.defer(() => {
+              this.#passDeferred = false;
+              this.#serve();
+            });
+          }
+          blocked = true;
+          break;
+        }
         const quota = this.#limiter.available();
         if (quota === 0) {
           if (this.#held === null && !queue.hasAvailable()) break;
@@ -133,6 +151,7 @@ export class RngDevice implements VirtioDevice {
         }
         this.#limiter.consume(length);
         queue.addUsed(chain.head, length);
+        served++;
       }
     } while (!blocked && queue.enableNotification());
     queue.notify();

@@ -67,6 +67,9 @@ export const CLOSING_TIMEOUT_MS = 30_000;
 /** First port handed out for host-initiated connections. */
 export const FIRST_LOCAL_PORT = 1024;
 
+/** tx chains served per pass before the loop serves other fds (and other VMs). */
+export const TX_BUDGET = 256;
+
 /** Options of {@link VsockDevice}. */
 export interface VsockDeviceOptions {
   /** The guest's CID (config space, and the only source CID accepted). */
@@ -116,6 +119,8 @@ export class VsockDevice implements VirtioDevice {
   readonly #iov = new IovecList(64);
   readonly #header = new Uint8Array(VSOCK_HEADER_SIZE);
   #context: DeviceContext | null = null;
+  /** A tx pass is deferred (the budget ran out with chains waiting). */
+  #txDeferred = false;
   #limited: LogLimiter | null = null;
   #siblingBytes = 0;
   #nextLocalPort = FIRST_LOCAL_PORT;
@@ -244,6 +249,7 @@ export class VsockDevice implements VirtioDevice {
   #drainTx(queue: SplitQueue): void {
     this.#txStalled = false;
     let more: boolean;
+    let served = 0;
     do {
       queue.disableNotification();
       for (;;) {
@@ -253,10 +259,23 @@ export class VsockDevice implements VirtioDevice {
           queue.notify();
           return;
         }
+        // A guest that keeps its ring full gets its turn, then the other fds theirs.
+        if (served === TX_BUDGET && queue.hasAvailable()) {
+          queue.notify();
+          if (!this.#txDeferred) {
+            this.#txDeferred = true;
+            this.#context?.loop.defer(() => {
+              this.#txDeferred = false;
+              this.#processTx();
+            });
+          }
+          return;
+        }
         const chain = queue.next();
         if (chain === null) break;
         this.#handleTxChain(chain);
         queue.addUsed(chain.head, 0);
+        served++;
       }
       more = queue.enableNotification();
     } while (more);

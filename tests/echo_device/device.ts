@@ -22,6 +22,9 @@ import {
 } from "../../core/virtio/features.ts";
 import { serveAvailable } from "../../core/virtio/split_queue.ts";
 
+/** Chains served per pass before other fds get a turn. */
+export const BUDGET = 256;
+
 /** Byte written into write-only requests. */
 export const FILL_BYTE = 0xec;
 
@@ -66,8 +69,9 @@ export class EchoDevice implements VirtioDevice {
   onKick(index: number): void {
     const queue = this.#context?.queue(index);
     if (!queue) return;
-    const served = serveAvailable(queue, (chain) => this.#echo(chain));
-    this.#config.setUint32(0, this.#config.getUint32(0, true) + served, true);
+    const pass = serveAvailable(queue, (chain) => this.#echo(chain), { budget: BUDGET });
+    this.#config.setUint32(0, this.#config.getUint32(0, true) + pass.served, true);
+    if (pass.more) this.#context?.loop.defer(() => this.onKick(index));
   }
 
   reset(): void {

@@ -317,3 +317,21 @@ Deno.test("echo: SET_FEATURES on a live ring switches EVENT_IDX without setting 
     s.close();
   });
 });
+
+Deno.test("echo: a full ring is served in passes (budget 256) without losing a chain", async () => {
+  await withEcho(async (_daemon, path) => {
+    const s = await session(path, { size: 1024 });
+    for (let i = 0; i < 1000; i++) {
+      s.queue.add({ readable: [], writable: [8] });
+    }
+    s.queue.publish();
+    if (s.queue.needsKick()) s.frontend.kick(0);
+    let done = 0;
+    while (done < 1000) {
+      const used = s.queue.takeUsed();
+      done += used.length;
+      if (used.length === 0) assert.ok(s.frontend.waitForCall(0, 3000), `stalled after ${done}`);
+    }
+    s.close();
+  });
+});
