@@ -14,5 +14,4 @@ export * from "./epoll.ts";
 export * from "./timerfd.ts";
 export * from "./memory.ts";
 export * from "./socket.ts";
-export * from "./stream_socket.ts";
 export * from "./vsock.ts";

@@ -28,6 +28,7 @@ const SCM_RIGHTS = 1;
 const MSG_CTRUNC = 0x8;
 const MSG_NOSIGNAL = 0x4000;
 const MSG_CMSG_CLOEXEC = 0x40000000;
+const SHUT_WR = 1;
 const SHUT_RDWR = 2;
 
 /** Most fds one message may carry; vhost-user sends at most 8, rust-vmm allows 32. */
@@ -81,10 +82,15 @@ export function listenUnix(path: string, backlog = 1): number {
   return fd;
 }
 
-/** Connects a new blocking socket to `path`. */
-export function connectUnix(path: string): number {
+/**
+ * Connects a new close-on-exec socket to `path`, blocking by default. A Unix
+ * connect completes or fails at once; `nonBlocking` also makes a full
+ * listen backlog fail with `EAGAIN` instead of waiting, so an event loop
+ * never stalls on it.
+ */
+export function connectUnix(path: string, options: { nonBlocking?: boolean } = {}): number {
   const addr = encodeSockaddr(path);
-  const fd = newSocket(false);
+  const fd = newSocket(options.nonBlocking ?? false);
   if (libc.connect(fd, addr, addr.length) < 0) {
     const errno = lastErrno();
     libc.close(fd);
@@ -118,6 +124,15 @@ export function socketPair(): [number, number] {
 /** Shuts both directions of a socket down, waking its peer with end of file. */
 export function shutdownSocket(fd: number): void {
   libc.shutdown(fd, SHUT_RDWR);
+}
+
+/**
+ * Shuts down the sending direction only: the peer reads end of file once it
+ * has read what was sent, and the socket can still receive. Errors (ENOTCONN
+ * after the peer left) are ignored: the direction is gone anyway.
+ */
+export function shutdownWrite(fd: number): void {
+  libc.shutdown(fd, SHUT_WR);
 }
 
 function prepareHeader(

@@ -5,16 +5,20 @@ import {
   connectUnix,
   createEventFd,
   drainEventFd,
+  EAGAIN,
   isOpen,
   listenUnix,
   MAX_FDS_PER_MESSAGE,
+  read,
   receiveWithFds,
   sendWithFds,
   setNonBlocking,
   shutdownSocket,
+  shutdownWrite,
   signalEventFd,
   socketPair,
   SyscallError,
+  write,
 } from "./mod.ts";
 
 Deno.test("descriptors pass over a socket pair with SCM_RIGHTS", () => {
@@ -98,4 +102,42 @@ Deno.test("connecting to a missing path names the path and errno", () => {
 
 Deno.test("socket paths longer than sun_path are refused", () => {
   assert.throws(() => listenUnix("/tmp/" + "x".repeat(120)), /must be 1..107 bytes/);
+});
+
+Deno.test("a non-blocking connect connects, half-closes, and fails fast", () => {
+  const dir = Deno.makeTempDirSync();
+  const path = `${dir}/s`;
+  const listener = listenUnix(path, 1);
+  try {
+    const client = connectUnix(path, { nonBlocking: true });
+    const server = acceptUnix(listener)!;
+    assert.equal(write(client, new Uint8Array([1, 2, 3])), 3);
+    shutdownWrite(client);
+    const buffer = new Uint8Array(8);
+    assert.equal(read(server, buffer), 3);
+    assert.equal(read(server, buffer), 0, "end of file after the half-close");
+    // The other direction still works.
+    assert.equal(write(server, new Uint8Array([9])), 1);
+    assert.equal(read(client, buffer), 1);
+    close(client);
+    close(server);
+
+    // A full backlog fails with EAGAIN instead of blocking.
+    const queued: number[] = [];
+    let error: unknown = null;
+    for (let i = 0; i < 64 && error === null; i++) {
+      try {
+        queued.push(connectUnix(path, { nonBlocking: true }));
+      } catch (e) {
+        error = e;
+      }
+    }
+    assert.ok(error instanceof SyscallError && error.errno === EAGAIN, `got ${error}`);
+    queued.forEach(close);
+
+    assert.throws(() => connectUnix(`${dir}/absent`, { nonBlocking: true }), SyscallError);
+  } finally {
+    close(listener);
+    Deno.removeSync(dir, { recursive: true });
+  }
 });

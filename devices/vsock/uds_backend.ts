@@ -11,7 +11,7 @@
  * @module
  */
 
-import { acceptUnix, close, connectUnixNonBlocking, listenUnix, read } from "../../ffi/mod.ts";
+import { acceptUnix, close, connectUnix, listenUnix, read } from "../../ffi/mod.ts";
 import type { EventLoop } from "../../core/event_loop.ts";
 import type { Logger } from "../../core/log.ts";
 import {
@@ -79,7 +79,7 @@ export class UnixHostBackend implements HostBackend {
   }
 
   connect(port: number): HostStream {
-    return new SocketStream(connectUnixNonBlocking(`${this.path}_${port}`));
+    return new SocketStream(connectUnix(`${this.path}_${port}`, { nonBlocking: true }));
   }
 
   /** Stops listening and removes the socket file; `unwatch: false` once the loop is closed. */
