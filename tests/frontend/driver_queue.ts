@@ -358,30 +358,36 @@ export class DriverQueue {
    * flight: the device is broken and the queue state cannot be trusted.
    */
   takeUsed(): UsedBuffer[] {
-    const usedIdx = this.readUsedIdx();
-    // Read used.idx before the elements it covers (§2.7.13).
-    fullFence();
-    const pending = (usedIdx - this.#lastUsed) & 0xffff;
-    if (pending > this.size) {
-      throw new Error(
-        `device moved used.idx to ${usedIdx}, ${pending} past the driver's ${this.#lastUsed}`,
-      );
-    }
     const out: UsedBuffer[] = [];
-    while (this.#lastUsed !== usedIdx) {
-      const { id, length } = this.readUsedElement(this.#lastUsed & this.#mask);
-      const chain = id < this.size ? this.#inFlight[id] : undefined;
-      if (!chain) {
-        throw new Error(`device returned head ${id}, which is not in flight`);
+    for (;;) {
+      const usedIdx = this.readUsedIdx();
+      // Read used.idx before the elements it covers (§2.7.13).
+      fullFence();
+      const pending = (usedIdx - this.#lastUsed) & 0xffff;
+      if (pending > this.size) {
+        throw new Error(
+          `device moved used.idx to ${usedIdx}, ${pending} past the driver's ${this.#lastUsed}`,
+        );
       }
-      out.push({ head: id, length, data: this.#gather(chain, length) });
-      this.#free(id, chain);
-      this.#lastUsed = (this.#lastUsed + 1) & 0xffff;
-    }
-    if (this.eventIdx && this.#autoUsedEvent && !this.#noInterrupt && out.length > 0) {
+      while (this.#lastUsed !== usedIdx) {
+        const { id, length } = this.readUsedElement(this.#lastUsed & this.#mask);
+        const chain = id < this.size ? this.#inFlight[id] : undefined;
+        if (!chain) {
+          throw new Error(`device returned head ${id}, which is not in flight`);
+        }
+        out.push({ head: id, length, data: this.#gather(chain, length) });
+        this.#free(id, chain);
+        this.#lastUsed = (this.#lastUsed + 1) & 0xffff;
+      }
+      if (!(this.eventIdx && this.#autoUsedEvent && !this.#noInterrupt) || out.length === 0) {
+        return out;
+      }
       this.setUsedEvent(this.#lastUsed);
+      // Entries the device published before it could see the new used_event
+      // brought no call: take them now, or a caller that sleeps next would
+      // wait forever (Linux's virtqueue_enable_cb, then virtqueue_poll).
+      if (this.readUsedIdx() === this.#lastUsed) return out;
     }
-    return out;
   }
 
   /**
