@@ -547,7 +547,9 @@ Deno.test("vsock: short connections leave no descriptors behind", async () => {
       guest.drain(50);
       const before = daemon.fdCount();
       for (let i = 20; i < 220; i++) cycle(i);
-      guest.drain(50);
+      // The daemon closes the last connections on its own time: give a loaded machine a moment.
+      const deadline = performance.now() + 3000;
+      do guest.drain(50); while (daemon.fdCount() > before && performance.now() < deadline);
       assert.equal(daemon.fdCount(), before, "no descriptor growth over 200 cycles");
     } finally {
       close(listener);
