@@ -36,6 +36,9 @@ export function vringNeedEvent(
   return ((newIdx - eventIdx - 1) & 0xffff) < ((newIdx - oldIdx) & 0xffff);
 }
 
+/** Largest total length of a chain: what the le32 `len` of a used element can report. */
+export const MAX_CHAIN_BYTES = 0xffff_ffff;
+
 /** Everything a {@link SplitQueue} needs, resolved and checked by its owner. */
 export interface SplitQueueOptions {
   /** Queue index, for log lines. */
@@ -254,6 +257,7 @@ export class SplitQueue {
     let tableSize = this.size;
     let budget = this.size;
     let indirect = false;
+    let seenWritable = false;
     let index = head;
     for (;;) {
       if (index >= tableSize) {
@@ -301,12 +305,18 @@ export class SplitQueue {
       if (flags & VIRTQ_DESC_F_WRITE) {
         if (!memory.resolve(address, length, writable)) throw this.#outside(address, length);
         writableLength += length;
+        seenWritable = true;
       } else {
-        if (writableLength > 0) {
+        if (seenWritable) {
           throw new InvalidChainError("device-readable descriptor after a device-writable one");
         }
         if (!memory.resolve(address, length, readable)) throw this.#outside(address, length);
         readableLength += length;
+      }
+      // Descriptors may alias, so the sum is not bounded by guest RAM; the used
+      // length is a le32 (§2.7.8), so no sane chain is larger.
+      if (readableLength + writableLength > MAX_CHAIN_BYTES) {
+        throw new InvalidChainError(`chain of more than ${MAX_CHAIN_BYTES} bytes`);
       }
       if (!(flags & VIRTQ_DESC_F_NEXT)) break;
       index = next;

@@ -132,6 +132,11 @@ Deno.test("malformed chains are rejected, returned with length 0, and serving go
       (r) => r.desc(DESC, 0, { addr: 0xa000, len: 16, flags: INDIRECT | NEXT, next: 1 }),
     ],
     ["indirect table [", (r) => r.desc(DESC, 0, { addr: MEMORY - 8, len: 16, flags: INDIRECT })],
+    ["after a device-writable", (r) => {
+      // A zero-length writable descriptor still ends the readable part.
+      r.desc(DESC, 0, { addr: 0x8000, len: 0, flags: WRITE | NEXT, next: 1 });
+      r.desc(DESC, 1, { addr: 0x8000, len: 1 });
+    }],
   ];
   for (const [reason, setup] of cases) {
     const r = rig();
@@ -288,4 +293,50 @@ Deno.test("a budget splits serving into passes, leaving notifications off in bet
   assert.deepEqual(serveAvailable(r.queue, () => 1, { budget: 2 }), { served: 2, more: true });
   assert.deepEqual(serveAvailable(r.queue, () => 1, { budget: 2 }), { served: 1, more: false });
   assert.equal(r.view.getUint16(USED, true), 0);
+});
+
+Deno.test("a chain whose aliased descriptors add up past 4 GiB is refused", () => {
+  // 2 MiB of RAM; an indirect table of 4100 descriptors each covering 1 MiB of it.
+  const bytes = new Uint8Array(new ArrayBuffer(2 << 20));
+  const view = new DataView(bytes.buffer);
+  const memory = new GuestMemory([
+    new MemoryRegion({
+      guestPhysAddr: 0,
+      memorySize: bytes.length,
+      userspaceAddr: 0,
+      mmapOffset: 0,
+    }, {
+      bytes,
+    }),
+  ]);
+  const table = 0x100000;
+  const entries = 4100;
+  for (let i = 0; i < entries; i++) {
+    view.setUint32(table + 16 * i, 0, true);
+    view.setUint32(table + 16 * i + 8, 1 << 20, true);
+    view.setUint16(table + 16 * i + 12, i + 1 < entries ? NEXT : 0, true);
+    view.setUint16(table + 16 * i + 14, i + 1, true);
+  }
+  view.setUint32(0, table, true);
+  view.setUint32(8, 16 * entries, true);
+  view.setUint16(12, INDIRECT, true);
+  view.setUint16(AVAIL + 4, 0, true);
+  view.setUint16(AVAIL + 2, 1, true);
+  const lines: string[] = [];
+  const queue = new SplitQueue({
+    index: 0,
+    size: 8,
+    desc: bytes.subarray(0, 128),
+    avail: bytes.subarray(AVAIL, AVAIL + 22),
+    used: bytes.subarray(USED, USED + 70),
+    memory,
+    nextAvail: 0,
+    eventIdx: false,
+    indirect: true,
+    notify: () => {},
+    fail: () => {},
+    log: new Logger("test", { level: "warn", sink: (l) => lines.push(l) }),
+  });
+  assert.equal(queue.next(), null);
+  assert.match(lines[0], /chain of more than 4294967295 bytes/);
 });
