@@ -317,6 +317,14 @@ export class VsockDevice implements VirtioDevice {
       return;
     }
     const length = header.op === VIRTIO_VSOCK_OP_RW ? Math.min(header.len, payload.available) : 0;
+    // The payload is copied: bound it before allocating (guest descriptors may alias).
+    if (length > MAX_SIBLING_BYTES) {
+      this.#limited?.warn(
+        "sibling-size",
+        `dropping a ${length}-byte packet for CID ${header.dstCid}`,
+      );
+      return;
+    }
     const bytes = length > 0
       ? readSlices(payload.chain.readable, { skip: VSOCK_HEADER_SIZE, length })
       : new Uint8Array(0);
