@@ -78,8 +78,3 @@ export function setAddress(view: DataView, field: { offset: number; value: numbe
   view.setUint32(field.offset, field.value % TWO_32, true);
   view.setUint32(field.offset + 4, Math.floor(field.value / TWO_32), true);
 }
-
-/** Reads a 64-bit value at `offset` as a number (exact below 2^53). */
-export function getAddress(view: DataView, offset: number): number {
-  return view.getUint32(offset, true) + view.getUint32(offset + 4, true) * TWO_32;
-}

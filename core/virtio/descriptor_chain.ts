@@ -32,11 +32,6 @@ export class InvalidChainError extends Error {
   }
 }
 
-/** The bytes of one slice (a view into guest memory, not a copy). */
-export function sliceBytes(slice: GuestSlice): Uint8Array<ArrayBuffer> {
-  return slice.region.bytes.subarray(slice.offset, slice.offset + slice.length);
-}
-
 /**
  * Copies up to `length` bytes from `slices`, starting `skip` bytes in, into
  * a new array. Returns fewer bytes if the slices hold fewer.
