@@ -6,7 +6,8 @@
  * @module
  */
 
-const SCRIPTS_DIR = new URL("../../scripts/", import.meta.url).pathname;
+const PROJECT_DIR = new URL("../../", import.meta.url).pathname;
+const SCRIPTS_DIR = `${PROJECT_DIR}scripts/`;
 const DEFAULT_KIT = "/var/cache/vhost-device-deno/guest-kit";
 const GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const DEFAULT_TIMEOUT_MS = 180_000;
@@ -51,7 +52,15 @@ export interface GuestOptions {
   qemuArgs?: string[];
   /** Extra kernel command line arguments. */
   kernelArgs?: string[];
-  /** Guest memory, shared through a memfd; default 256. */
+  /**
+   * Copies the host's `deno` and this project's files (`/project` in the
+   * guest, as git lists them, untracked ones included) into the guest, so a
+   * daemon and the TypeScript front-end can run there against the guest
+   * kernel's real devices. `DENO_DIR` is a tmpfs; there is no network, so
+   * only code without npm imports runs. Default memory becomes 1024 MiB.
+   */
+  deno?: boolean;
+  /** Guest memory, shared through a memfd; default 256 (1024 with `deno`). */
   memoryMiB?: number;
   /** Guest vCPUs; default 1. */
   cpus?: number;
@@ -203,7 +212,7 @@ export async function startGuest(options: GuestOptions): Promise<Guest> {
 }
 
 function qemuArgs(kit: GuestKit, options: GuestOptions, initrd: string): string[] {
-  const memory = options.memoryMiB ?? 256;
+  const memory = options.memoryMiB ?? (options.deno ? 1024 : 256);
   const append = ["console=ttyS0", "quiet", "panic=-1", ...(options.kernelArgs ?? [])];
   return [
     ...(options.qemu?.args ?? []),
@@ -419,6 +428,7 @@ export function assertGuestSucceeded(result: GuestResult): void {
 // script, so a test never runs against a half-loaded driver stack.
 const INIT = `#!/bin/sh
 export PATH=${GUEST_PATH}
+export DENO_DIR=/tmp/deno DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -478,6 +488,20 @@ async function writeInitramfs(
     const files = await resolveTools(options.tools);
     const stamps = await Promise.all(files.map(async (file) => `${file} ${await fileStamp(file)}`));
     parts.push(await cachedPart(cacheDir, "tools", stamps, (dir) => stageFiles(files, dir)));
+  }
+  if (options.deno) {
+    const deno = await resolveTools([Deno.execPath()]);
+    const stamps = await Promise.all(deno.map(async (file) => `${file} ${await fileStamp(file)}`));
+    parts.push(
+      await cachedPart(cacheDir, "deno", stamps, async (dir) => {
+        await stageFiles(deno, dir);
+        await Deno.mkdir(`${dir}/usr/local/bin`, { recursive: true });
+        await Deno.symlink(Deno.execPath(), `${dir}/usr/local/bin/deno`);
+      }),
+    );
+    parts.push(`${tmp}/project.cpio.gz`);
+    await stageProject(`${tmp}/project`);
+    await packCpio(`${tmp}/project`, parts.at(-1)!);
   }
   const scriptDir = `${tmp}/script`;
   await Deno.mkdir(scriptDir);
@@ -567,6 +591,21 @@ async function stageFiles(files: string[], root: string): Promise<void> {
   for (const file of files) {
     await Deno.mkdir(dirname(root + file), { recursive: true });
     await Deno.copyFile(file, root + file);
+  }
+}
+
+/** This project's files, as git lists them (untracked ones too), under `root/project`. */
+async function stageProject(root: string): Promise<void> {
+  const { success, stdout, stderr } = await new Deno.Command("git", {
+    args: ["-C", PROJECT_DIR, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+    stderr: "piped",
+  }).output();
+  if (!success) throw new Error(`git ls-files failed: ${new TextDecoder().decode(stderr)}`);
+  for (const file of new TextDecoder().decode(stdout).split("\0").filter(Boolean)) {
+    // A deleted file that git still tracks has nothing to copy.
+    if (!exists(PROJECT_DIR + file)) continue;
+    await Deno.mkdir(dirname(`${root}/project/${file}`), { recursive: true });
+    await Deno.copyFile(PROJECT_DIR + file, `${root}/project/${file}`);
   }
 }
 
