@@ -27,7 +27,7 @@ import {
   VIRTIO_RING_F_EVENT_IDX,
   VIRTQ_DESC_F_WRITE,
 } from "../core/virtio/features.ts";
-import { DriverMemory, DriverQueue, VhostUserFrontend } from "../tests/frontend/mod.ts";
+import { DriverMemory, DriverQueue, VhostUserFrontend } from "../frontend/mod.ts";
 import { DaemonProcess } from "../tests/integration/daemon_process.ts";
 import { denoPingPong } from "./bench/deno_pingpong.ts";
 

@@ -1,5 +1,5 @@
 // The real vhost-device-rng process driven by the TypeScript vhost-user
-// front-end (tests/frontend): real socket, memfd guest RAM and eventfds.
+// front-end (frontend/): real socket, memfd guest RAM and eventfds.
 import assert from "node:assert/strict";
 import { bit, ProtocolFeature as P } from "../../core/protocol/constants.ts";
 import { VHOST_USER_F_PROTOCOL_FEATURES } from "../../core/protocol/constants.ts";
@@ -15,7 +15,7 @@ import {
   DriverQueue,
   type UsedBuffer,
   VhostUserFrontend,
-} from "../../tests/frontend/mod.ts";
+} from "../../frontend/mod.ts";
 import { startRngDaemon } from "./testing.ts";
 
 const FEATURES = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_NOTIFY_ON_EMPTY) |

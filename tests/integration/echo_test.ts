@@ -12,7 +12,7 @@ import {
 } from "../../core/virtio/features.ts";
 import { BackendRequest } from "../../core/protocol/constants.ts";
 import { FILL_BYTE } from "../echo_device/device.ts";
-import { DriverMemory, DriverQueue, VhostUserFrontend } from "../frontend/mod.ts";
+import { DriverMemory, DriverQueue, VhostUserFrontend } from "../../frontend/mod.ts";
 import { DaemonProcess, socketDir } from "./daemon_process.ts";
 
 const ECHO = new URL("../echo_device/main.ts", import.meta.url).pathname;

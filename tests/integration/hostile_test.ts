@@ -33,7 +33,7 @@ import {
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
 } from "../../core/virtio/features.ts";
-import { DriverMemory, DriverQueue, VhostUserFrontend } from "../frontend/mod.ts";
+import { DriverMemory, DriverQueue, VhostUserFrontend } from "../../frontend/mod.ts";
 import { DaemonProcess, socketDir } from "./daemon_process.ts";
 
 const ECHO = new URL("../echo_device/main.ts", import.meta.url).pathname;

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { DriverMemory, DriverQueue, VhostUserFrontend } from "../../../tests/frontend/mod.ts";
+import { DriverMemory, DriverQueue, VhostUserFrontend } from "../../../frontend/mod.ts";
 import { bit } from "../../../core/protocol/constants.ts";
 import { VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX } from "../../../core/virtio/features.ts";
 import {

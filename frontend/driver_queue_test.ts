@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { PAGE_SIZE } from "../../ffi/mod.ts";
+import { PAGE_SIZE } from "../ffi/mod.ts";
 import { DriverMemory } from "./driver_memory.ts";
 import {
   VIRTQ_AVAIL_F_NO_INTERRUPT,
@@ -7,8 +7,8 @@ import {
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY,
-} from "../../core/virtio/features.ts";
-import { vringNeedEvent } from "../../core/virtio/split_queue.ts";
+} from "../core/virtio/features.ts";
+import { vringNeedEvent } from "../core/virtio/split_queue.ts";
 import { type Descriptor, DriverQueue, splitRingLayout } from "./driver_queue.ts";
 
 /**

@@ -10,7 +10,7 @@ import {
   signalEventFd,
   socketPair,
   unmap,
-} from "../../ffi/mod.ts";
+} from "../ffi/mod.ts";
 import {
   BackendRequest,
   bit,
@@ -20,7 +20,7 @@ import {
   REPLY_FLAG,
   VERSION,
   VHOST_USER_F_PROTOCOL_FEATURES,
-} from "../../core/protocol/constants.ts";
+} from "../core/protocol/constants.ts";
 import {
   type Decoded,
   decodeHeader,
@@ -30,7 +30,7 @@ import {
   encodeReply,
   encodeU64,
   encodeVringState,
-} from "../../core/protocol/message.ts";
+} from "../core/protocol/message.ts";
 import { DriverMemory } from "./driver_memory.ts";
 import { DriverQueue } from "./driver_queue.ts";
 import {

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { fullFence } from "../../core/virtio/fence.ts";
+import { fullFence } from "../core/virtio/fence.ts";
 import {
   MAX_QUEUE_SIZE,
   VIRTQ_AVAIL_F_NO_INTERRUPT,
@@ -20,8 +20,8 @@ import {
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY,
-} from "../../core/virtio/features.ts";
-import { vringNeedEvent } from "../../core/virtio/split_queue.ts";
+} from "../core/virtio/features.ts";
+import { vringNeedEvent } from "../core/virtio/split_queue.ts";
 import type { DriverMemory } from "./driver_memory.ts";
 
 const DESC_SIZE = 16;

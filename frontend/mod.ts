@@ -30,4 +30,4 @@
 export * from "./driver_memory.ts";
 export * from "./driver_queue.ts";
 export * from "./frontend.ts";
-export type { MemoryRegionDescriptor } from "../../core/protocol/message.ts";
+export type { MemoryRegionDescriptor } from "../core/protocol/message.ts";

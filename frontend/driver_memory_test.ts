@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mapShared, PAGE_SIZE, unmap } from "../../ffi/mod.ts";
+import { mapShared, PAGE_SIZE, unmap } from "../ffi/mod.ts";
 import { DEFAULT_SPLIT_GAP, DriverMemory } from "./driver_memory.ts";
 
 Deno.test("one region: base GPA, this process's address, offset 0, the memfd", () => {

@@ -28,7 +28,7 @@ import {
   signalEventFd,
   socketPair,
   SyscallError,
-} from "../../ffi/mod.ts";
+} from "../ffi/mod.ts";
 import {
   bit,
   FrontendRequest as R,
@@ -41,7 +41,7 @@ import {
   VERSION,
   VHOST_USER_F_PROTOCOL_FEATURES,
   VRING_NOFD_MASK,
-} from "../../core/protocol/constants.ts";
+} from "../core/protocol/constants.ts";
 import {
   encodeConfig,
   encodeMemoryTable,
@@ -51,7 +51,7 @@ import {
   encodeVringAddr,
   encodeVringState,
   type MemoryRegionDescriptor,
-} from "../../core/protocol/message.ts";
+} from "../core/protocol/message.ts";
 import type { DriverMemory, DriverRegion } from "./driver_memory.ts";
 import type { DriverQueue } from "./driver_queue.ts";
 

@@ -11,8 +11,8 @@
  * @module
  */
 
-import { close, createMemfd, type Mapping, mapShared, PAGE_SIZE, unmap } from "../../ffi/mod.ts";
-import type { MemoryRegionDescriptor } from "../../core/protocol/message.ts";
+import { close, createMemfd, type Mapping, mapShared, PAGE_SIZE, unmap } from "../ffi/mod.ts";
+import type { MemoryRegionDescriptor } from "../core/protocol/message.ts";
 
 /** A region as sent in SET_MEM_TABLE / ADD_MEM_REG: where it is and the fd backing it. */
 export interface DriverRegion {
