@@ -51,6 +51,8 @@ export interface CommandSpec {
   readonly backendType?: string;
   /** Options that may not be combined, by long name. */
   readonly conflicts?: readonly (readonly [string, string])[];
+  /** The man page's EXIT STATUS text, for a command that is not a daemon. */
+  readonly manExitStatus?: string;
 }
 
 /** Parsed options by long name: strings, booleans, or string lists for `multiple`. */
@@ -312,7 +314,10 @@ export function renderManPage(
     ".B RUST_LOG",
     "Log filter, as env_logger reads it (e.g. \\fBinfo\\fR, or \\fBvhost_device_rng=debug\\fR); \\fB\\-\\-log\\-level\\fR overrides it.",
     ".SH EXIT STATUS",
-    "0 after SIGINT or SIGTERM; 2 for a command-line mistake; 1 for any other start-up failure.",
+    roff(
+      spec.manExitStatus ??
+        "0 after SIGINT or SIGTERM; 2 for a command-line mistake; 1 for any other start-up failure.",
+    ),
     "",
   );
   return lines.join("\n");

@@ -83,10 +83,13 @@ export const SUPPORTED_PROTOCOL_FEATURES: bigint = bit(P.MQ) | bit(P.REPLY_ACK) 
  *   SET_BACKEND_REQ_FD, SET_CONFIG, SET_VRING_ENABLE, SET_STATUS); without
  *   REPLY_ACK, SET_VRING_ENABLE and SET_STATUS are followed by a GET_FEATURES
  *   barrier, as `vhost_user_write_sync` does.
+ * - `"qemu-7.2"`: on the messages QEMU 7.2 flags (the same without
+ *   SET_VRING_ENABLE and SET_STATUS, and no GET_FEATURES barrier: 7.2 did not
+ *   wait for SET_VRING_ENABLE).
  * - `"all"`: on every message that has no reply of its own (errors surface at once).
  * - `"none"`: never.
  */
-export type ReplyAckPolicy = "qemu" | "all" | "none";
+export type ReplyAckPolicy = "qemu" | "qemu-7.2" | "all" | "none";
 
 const QEMU_ACKED: ReadonlySet<number> = new Set([
   R.SET_MEM_TABLE,
@@ -98,6 +101,13 @@ const QEMU_ACKED: ReadonlySet<number> = new Set([
   R.SET_STATUS,
 ]);
 const QEMU_SYNC: ReadonlySet<number> = new Set([R.SET_VRING_ENABLE, R.SET_STATUS]);
+const QEMU_72_ACKED: ReadonlySet<number> = new Set([
+  R.SET_MEM_TABLE,
+  R.ADD_MEM_REG,
+  R.REM_MEM_REG,
+  R.SET_BACKEND_REQ_FD,
+  R.SET_CONFIG,
+]);
 
 /** Options of {@link VhostUserFrontend}. */
 export interface FrontendOptions {
@@ -804,7 +814,8 @@ export class VhostUserFrontend {
     const negotiated = this.replyAckNegotiated;
     const needReply = options.needReply ??
       (negotiated &&
-        (this.#policy === "all" || (this.#policy === "qemu" && QEMU_ACKED.has(request))));
+        (this.#policy === "all" || (this.#policy === "qemu" && QEMU_ACKED.has(request)) ||
+          (this.#policy === "qemu-7.2" && QEMU_72_ACKED.has(request))));
     this.#write(request, { payload: options.payload, fds: options.fds, needReply });
     if (needReply) {
       const ack = toView(this.#readReply(request, 8)).getBigUint64(0, true);

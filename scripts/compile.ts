@@ -1,8 +1,9 @@
 /**
  * `deno task compile`: compiles each `devices/<name>/main.ts` to
- * `dist/vhost-device-<name>` with only the permissions that device needs.
+ * `dist/vhost-device-<name>` with only the permissions that device needs,
+ * and each tool of {@link TOOLS} (vhost-user-check) to `dist/<tool>`.
  *
- * Run: deno run --allow-all scripts/compile.ts [--target <triple>] [device…]
+ * Run: deno run --allow-all scripts/compile.ts [--target <triple>] [device or tool…]
  *
  * `deno compile` embeds its `denort` runtime, downloaded from dl.deno.land
  * unless `DENORT_BIN` names a local copy; without network access that
@@ -29,6 +30,22 @@ export const DEVICE_PERMISSIONS: Readonly<Record<string, readonly string[]>> = {
     "--allow-write",
     "--allow-env=RUST_LOG,LOG_TOKENS,LOG_STREAM",
   ],
+};
+
+/**
+ * Tools compiled beside the devices: entry module and permissions.
+ * vhost-user-check starts the back-end it checks (`--exec`) through
+ * `/bin/sh`, so it needs `--allow-run=/bin/sh`, which in practice lets it
+ * run anything; `--allow-read`/`--allow-write` for temp directories,
+ * reproducers and `/proc/PID` (fd counts, RSS).
+ */
+export const TOOLS: Readonly<
+  Record<string, { readonly entry: string; readonly permissions: readonly string[] }>
+> = {
+  "vhost-user-check": {
+    entry: "tools/vhost_user_check/main.ts",
+    permissions: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-run=/bin/sh"],
+  },
 };
 
 /** Options of {@link compileArgs}. */
@@ -60,6 +77,20 @@ export function compileArgs(name: string, options: CompileOptions = {}): string[
   ];
 }
 
+/** The `deno` argv compiling tool `name` (an entry of {@link TOOLS}) to `<outDir>/<name>`. */
+export function compileToolArgs(name: string, options: CompileOptions = {}): string[] {
+  const tool = TOOLS[name];
+  if (!tool) throw new Error(`${name} is not a tool of TOOLS (scripts/compile.ts)`);
+  return [
+    "compile",
+    ...tool.permissions,
+    ...(options.target ? ["--target", options.target] : []),
+    "--output",
+    `${options.outDir ?? "dist"}/${name}`,
+    tool.entry,
+  ];
+}
+
 /** Whether `deno compile`'s stderr says it could not download its denort runtime. */
 export function isDenortDownloadFailure(stderr: string): boolean {
   return /error sending request for url \(\S*denort/.test(stderr) ||
@@ -87,10 +118,14 @@ if (import.meta.main) {
     options: { target: { type: "string" } },
     allowPositionals: true,
   });
-  const devices = positionals.length > 0 ? positionals : discoverDevices(root);
+  const names = positionals.length > 0
+    ? positionals
+    : [...discoverDevices(root), ...Object.keys(TOOLS)];
   let failed = false;
-  for (const name of devices) {
-    const args = compileArgs(name, { target: values.target });
+  for (const name of names) {
+    const args = name in TOOLS
+      ? compileToolArgs(name, { target: values.target })
+      : compileArgs(name, { target: values.target });
     console.error(`deno ${args.join(" ")}`);
     const out = await new Deno.Command(Deno.execPath(), { args, cwd: root, stderr: "piped" })
       .output();

@@ -1,10 +1,29 @@
 import assert from "node:assert/strict";
 import {
   compileArgs,
+  compileToolArgs,
   DEVICE_PERMISSIONS,
   discoverDevices,
   isDenortDownloadFailure,
+  TOOLS,
 } from "./compile.ts";
+
+Deno.test("compile: vhost-user-check may run /bin/sh (its --exec), nothing broader", () => {
+  assert.deepEqual(compileToolArgs("vhost-user-check"), [
+    "compile",
+    "--allow-ffi",
+    "--allow-read",
+    "--allow-write",
+    "--allow-run=/bin/sh",
+    "--output",
+    "dist/vhost-user-check",
+    "tools/vhost_user_check/main.ts",
+  ]);
+  for (const [name, tool] of Object.entries(TOOLS)) {
+    assert.ok(Deno.statSync(new URL(`../${tool.entry}`, import.meta.url)).isFile, name);
+  }
+  assert.throws(() => compileToolArgs("mystery"), /not a tool/);
+});
 
 Deno.test("compile: rng gets ffi, read, write and RUST_LOG only", () => {
   assert.deepEqual(compileArgs("rng"), [

@@ -1,7 +1,7 @@
 /**
  * `deno task man`: writes `dist/man/vhost-device-<name>.1` for every device,
  * from the `COMMAND` each `devices/<name>/main.ts` exports — the same
- * definitions its parser and `--help` use.
+ * definitions its parser and `--help` use — and `vhost-user-check.1`.
  *
  * @module
  */
@@ -23,15 +23,22 @@ export function deviceNames(root: string): string[] {
     .sort();
 }
 
-/** Renders each device's page into `outDir`; returns the paths written. */
+/** Tools with a man page: entry modules exporting `COMMAND`, relative to the root. */
+export const TOOL_ENTRIES: readonly string[] = ["tools/vhost_user_check/main.ts"];
+
+/** Renders each device's and tool's page into `outDir`; returns the paths written. */
 export async function writeManPages(
   root: string,
   options: { outDir: string; date: string },
 ): Promise<string[]> {
   Deno.mkdirSync(options.outDir, { recursive: true });
   const written: string[] = [];
-  for (const name of deviceNames(root)) {
-    const module: { COMMAND: CommandSpec } = await import(`${root}/devices/${name}/main.ts`);
+  const entries = [
+    ...deviceNames(root).map((name) => `devices/${name}/main.ts`),
+    ...TOOL_ENTRIES,
+  ];
+  for (const entry of entries) {
+    const module: { COMMAND: CommandSpec } = await import(`${root}/${entry}`);
     const path = `${options.outDir}/${module.COMMAND.name}.1`;
     Deno.writeTextFileSync(path, renderManPage(module.COMMAND, { date: options.date }));
     written.push(path);

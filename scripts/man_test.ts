@@ -9,8 +9,11 @@ Deno.test("every device gets a man page from its command definitions", async () 
     const pages = await writeManPages(ROOT, { outDir: dir, date: "2026-01-01" });
     assert.deepEqual(
       pages.map((p) => p.slice(dir.length + 1)),
-      deviceNames(ROOT).map((n) => `vhost-device-${n}.1`),
+      [...deviceNames(ROOT).map((n) => `vhost-device-${n}.1`), "vhost-user-check.1"],
     );
+    const check = Deno.readTextFileSync(`${dir}/vhost-user-check.1`);
+    assert.match(check, /\\fB\\-\\-replay\\fR \\fIFILE\\fR/);
+    assert.match(check, /\.SH EXIT STATUS\n0 when every check passed/);
     const rng = Deno.readTextFileSync(`${dir}/vhost-device-rng.1`);
     assert.match(rng, /^\.TH VHOST-DEVICE-RNG 1 "2026-01-01"/);
     assert.match(rng, /\\fB\\-s\\fR \\fISOCKET\\fR, \\fB\\-\\-socket\\-path\\fR \\fISOCKET\\fR/);

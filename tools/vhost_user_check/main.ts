@@ -1,0 +1,236 @@
+/**
+ * `vhost-user-check`: a conformance and fuzz tool for any vhost-user back-end.
+ *
+ * ```sh
+ * deno task check-backend -- --exec 'deno task rng -s {socket}' --device rng --messages 20000
+ * ```
+ *
+ * @module
+ */
+
+import { type CommandSpec, parseInteger, runMain, UsageError } from "../../core/cli.ts";
+import type { ParsedOptions } from "../../core/cli.ts";
+import { type CheckResult, runConformance } from "./conformance.ts";
+import { DEVICE_PROFILES, type DeviceProfile } from "./device_profiles.ts";
+import { type FuzzSummary, readReproducer, replay, runFuzz } from "./fuzz.ts";
+import { failed, renderJson, renderText, type Report } from "./report.ts";
+import { Target } from "./target.ts";
+
+/** The command line: parser, `--help` and man page. */
+export const COMMAND: CommandSpec = {
+  name: "vhost-user-check",
+  about: "Checks a vhost-user back-end against the protocol and fuzzes it",
+  options: [
+    {
+      long: "socket",
+      kind: "value",
+      valueName: "PATH",
+      help: "The socket of a running back-end",
+    },
+    {
+      long: "exec",
+      kind: "value",
+      valueName: "COMMAND",
+      help:
+        "Start the back-end with this shell command ({socket}: a fresh socket path, {dir}: a fresh directory); restarted when it dies",
+    },
+    {
+      long: "device",
+      kind: "value",
+      valueName: "NAME",
+      help: "Also push real requests and check the answers: rng or vsock",
+    },
+    {
+      long: "seed",
+      kind: "value",
+      valueName: "N",
+      defaultValue: "1",
+      help: "Fuzzing seed: the same seed sends the same messages",
+    },
+    {
+      long: "messages",
+      kind: "value",
+      valueName: "N",
+      defaultValue: "0",
+      help: "Fuzz with this many vhost-user messages (0: unless --seconds)",
+    },
+    {
+      long: "seconds",
+      kind: "value",
+      valueName: "S",
+      defaultValue: "0",
+      help: "Fuzz for this many seconds (with --messages: whichever ends first)",
+    },
+    {
+      long: "burst",
+      kind: "value",
+      valueName: "N",
+      defaultValue: "256",
+      help: "Messages per fuzzing connection, each followed by a clean front-end",
+    },
+    {
+      long: "no-conformance",
+      kind: "flag",
+      help: "Skip the conformance handshakes (fuzz or replay only)",
+    },
+    {
+      long: "reproducer",
+      kind: "value",
+      valueName: "FILE",
+      defaultValue: "vhost-user-check-reproducer.json",
+      help: "Where to write the reproducer of a crash or hang",
+    },
+    {
+      long: "replay",
+      kind: "value",
+      valueName: "FILE",
+      help: "Replay a reproducer once and report whether the back-end survives it",
+    },
+    {
+      long: "timeout-ms",
+      kind: "value",
+      valueName: "MS",
+      defaultValue: "5000",
+      help: "How long a reply may take before the back-end counts as hung",
+    },
+    { long: "json", kind: "flag", help: "Print the report as JSON" },
+  ],
+  conflicts: [["socket", "exec"]],
+  manExitStatus: "0 when every check passed; 1 on a conformance failure, a crash, a hang or a " +
+    "clean front-end not served; 2 for a command-line mistake.",
+};
+
+/** The run a command line asks for. */
+export interface CheckConfig {
+  /** `--socket`, or null. */
+  readonly socket: string | null;
+  /** `--exec`, or null. */
+  readonly exec: string | null;
+  /** `--device`, or null. */
+  readonly device: DeviceProfile | null;
+  /** Fuzzing seed. */
+  readonly seed: number;
+  /** Messages to fuzz with (0: none unless `seconds`). */
+  readonly messages: number;
+  /** Seconds to fuzz for (0: none unless `messages`). */
+  readonly seconds: number;
+  /** Messages per burst. */
+  readonly burst: number;
+  /** Run the conformance handshakes. */
+  readonly conformance: boolean;
+  /** Reproducer path. */
+  readonly reproducer: string;
+  /** A reproducer to replay, or null. */
+  readonly replay: string | null;
+  /** Reply timeout. */
+  readonly timeoutMs: number;
+  /** JSON output. */
+  readonly json: boolean;
+}
+
+/** Turns parsed options into a {@link CheckConfig}; throws {@link UsageError}. */
+export function checkConfig(options: ParsedOptions): CheckConfig {
+  const text = (name: string): string | null => {
+    const v = options[name];
+    return typeof v === "string" ? v : null;
+  };
+  const socket = text("socket");
+  const exec = text("exec");
+  if (socket === null && exec === null) {
+    throw new UsageError("the option --socket (or --exec) is required");
+  }
+  if (exec !== null && !exec.includes("{socket}")) {
+    throw new UsageError("--exec needs {socket} where the back-end's socket path goes");
+  }
+  const deviceName = text("device");
+  const device = deviceName === null ? null : DEVICE_PROFILES[deviceName] ?? null;
+  if (deviceName !== null && device === null) {
+    throw new UsageError(
+      `invalid value '${deviceName}' for --device: one of ${
+        Object.keys(DEVICE_PROFILES).join(", ")
+      }`,
+    );
+  }
+  const int = (name: string, min: number, max: number): number =>
+    parseInteger(text(name) ?? "0", { option: name, min, max });
+  return {
+    socket,
+    exec,
+    device,
+    seed: int("seed", 0, 0xffff_ffff),
+    messages: int("messages", 0, 1e12),
+    seconds: int("seconds", 0, 1e7),
+    burst: int("burst", 1, 100_000),
+    conformance: options["no-conformance"] !== true,
+    reproducer: text("reproducer") ?? "vhost-user-check-reproducer.json",
+    replay: text("replay"),
+    timeoutMs: int("timeout-ms", 10, 600_000),
+    json: options.json === true,
+  };
+}
+
+/** Runs the checks a config asks for and builds the report. */
+export async function check(
+  config: CheckConfig,
+  options: { progress?: (line: string) => void } = {},
+): Promise<Report> {
+  const target = await Target.open(
+    config.exec !== null ? { exec: config.exec } : { socket: config.socket! },
+  );
+  try {
+    let conformance: CheckResult[] = [];
+    if (config.conformance && config.replay === null) {
+      conformance = await runConformance(target, {
+        device: config.device,
+        timeoutMs: config.timeoutMs,
+      });
+    }
+    let fuzz: FuzzSummary | null = null;
+    if (config.messages > 0 || config.seconds > 0) {
+      fuzz = await runFuzz(target, {
+        seed: config.seed,
+        messages: config.messages,
+        seconds: config.seconds,
+        burst: config.burst,
+        timeoutMs: config.timeoutMs,
+        device: config.device,
+        reproducerPath: config.reproducer,
+        progress: options.progress,
+      });
+    }
+    let replayed: Report["replay"] = null;
+    if (config.replay !== null) {
+      const result = await replay(target, readReproducer(config.replay), {
+        timeoutMs: config.timeoutMs,
+        device: config.device,
+      });
+      replayed = {
+        file: config.replay,
+        failure: result?.failure ?? null,
+        detail: result?.detail ?? "",
+      };
+    }
+    return {
+      target: config.exec ?? config.socket!,
+      device: config.device?.name ?? null,
+      conformance,
+      fuzz,
+      replay: replayed,
+    };
+  } finally {
+    await target.close();
+  }
+}
+
+if (import.meta.main) {
+  await runMain(COMMAND, async (options) => {
+    const config = checkConfig(options);
+    const report = await check(config, {
+      progress: config.json
+        ? undefined
+        : (line) => Deno.stderr.writeSync(new TextEncoder().encode(`${line}\n`)),
+    });
+    console.log(config.json ? renderJson(report) : renderText(report));
+    if (failed(report)) Deno.exit(1);
+  });
+}
