@@ -62,7 +62,11 @@ for pkg in "${host_packages[@]}"; do
 done
 major=$(qemu_major)
 need_qemu=$([[ ${major:-0} -ge 10 ]] && echo no || echo yes)
-[[ $need_qemu == no && ${#missing[@]} -eq 0 && -f $backports ]] && exit 0
+# qemu-storage-daemon (qemu-utils, same QEMU release): the third-party back-end
+# vhost-user-check is run against in the README.
+need_utils=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q '^1:1[0-9]' &&
+  echo no || echo yes)
+[[ $need_qemu == no && $need_utils == no && ${#missing[@]} -eq 0 && -f $backports ]] && exit 0
 [[ $(id -u) -eq 0 ]] || die "must run as root to install QEMU and host tools"
 
 if [[ ! -f $backports ]]; then
@@ -82,6 +86,9 @@ if [[ ${#missing[@]} -gt 0 ]]; then
 fi
 if [[ $need_qemu == yes ]]; then
   run apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-x86
+fi
+if [[ $need_utils == yes ]]; then
+  run apt-get install -y --no-install-recommends -t bookworm-backports qemu-utils
 fi
 major=$(qemu_major)
 [[ ${major:-0} -ge 10 ]] || die "qemu-system-x86_64 >= 10 not installed (found '${major:-none}')"

@@ -29,8 +29,8 @@ import {
 import type { DeviceProfile } from "./device_profiles.ts";
 import type { Target } from "./target.ts";
 
-/** The outcome of one check. */
-export type Verdict = "pass" | "fail" | "warn" | "skip";
+/** The outcome of one check; `info` rows carry context (a back-end's last stderr lines). */
+export type Verdict = "pass" | "fail" | "warn" | "skip" | "info";
 
 /** One line of the conformance report. */
 export interface CheckResult {
@@ -277,6 +277,10 @@ async function scenario(
       rec.add("unexpected error", "fail", error instanceof Error ? error.message : String(error));
     }
   }
+  const tail = target.stderrTail().split("\n").filter((l) => l.trim() !== "").slice(-3);
+  if (rec.results.some((r) => r.verdict === "fail") && tail.length > 0) {
+    rec.add("back-end stderr", "info", tail.join(" | "));
+  }
   if (!(await target.settle(200))) {
     const report = target.exitReport();
     rec.add(
@@ -393,10 +397,41 @@ export async function runConformance(
 }
 
 /**
+ * SET_CONFIG writing back what GET_CONFIG read (QEMU itself writes only
+ * writable fields, e.g. virtio-blk's `wce`). vhost-user.rst lets a back-end
+ * refuse it (a non-zero ack); an ack of 0 must mean it was applied, so the
+ * connection must still answer afterwards.
+ */
+function setConfigBack(rec: Recorder, f: VhostUserFrontend, config: Uint8Array): void {
+  try {
+    f.setConfig(0, config);
+  } catch (error) {
+    rec.add(
+      "SET_CONFIG (same bytes)",
+      "warn",
+      `refused: ${error instanceof Error ? error.message : error}`,
+    );
+    return;
+  }
+  try {
+    f.getFeatures();
+    rec.add("SET_CONFIG (same bytes)", "pass", "acked 0, connection alive");
+  } catch (error) {
+    rec.add(
+      "SET_CONFIG (same bytes)",
+      "fail",
+      `acked 0 (success), then the next message failed: ${
+        error instanceof Error ? error.message : error
+      }`,
+    );
+  }
+}
+
+/**
  * NEED_REPLY on every message; then every optional message the negotiated
- * protocol features allow: SET_CONFIG (writing back what GET_CONFIG read),
- * REM_MEM_REG/ADD_MEM_REG of the second region, SET_MEM_TABLE, GET_STATUS
- * echoing SET_STATUS, RESET_DEVICE and a start after it.
+ * protocol features allow: REM_MEM_REG/ADD_MEM_REG of the second region,
+ * SET_MEM_TABLE, GET_STATUS echoing SET_STATUS, RESET_DEVICE and a start
+ * after it, and last SET_CONFIG (it may end the connection).
  */
 async function everyOptional(
   target: Target,
@@ -412,20 +447,6 @@ async function everyOptional(
   try {
     if (f.replyAckNegotiated) rec.add("REPLY_ACK", "pass", "every message below acked 0");
     else rec.add("REPLY_ACK", "skip", "not offered: NEED_REPLY unused");
-    if (f.hasProtocolFeature(P.CONFIG) && s.config) {
-      const config = s.config;
-      try {
-        f.setConfig(0, config);
-        rec.add("SET_CONFIG (same bytes)", "pass", "acked");
-      } catch (error) {
-        // The spec lets a back-end refuse writes to read-only fields.
-        rec.add(
-          "SET_CONFIG (same bytes)",
-          "warn",
-          `refused: ${error instanceof Error ? error.message : error}`,
-        );
-      }
-    }
     traffic(rec, s, { ...options, label: "requests answered" });
     const [, second] = options.memory.regions();
     if (f.hasProtocolFeature(P.CONFIGURE_MEM_SLOTS)) {
@@ -464,6 +485,7 @@ async function everyOptional(
       () => f.getFeatures(),
       (v) => hex(v),
     );
+    if (f.hasProtocolFeature(P.CONFIG) && s.config) setConfigBack(rec, f, s.config);
   } finally {
     f.close();
   }
