@@ -399,9 +399,18 @@ export class Backend {
       throw new RequestError(`${error instanceof Error ? error.message : error}`);
     }
     this.#setMemory(memory);
+    // Every live ring is rebuilt over the new table before any failure is
+    // reported: a ring left on the old table would read unmapped memory.
+    const failures: string[] = [];
     this.#vrings.forEach((vring, index) => {
-      if (vring.queue) this.#startRing(index);
+      if (!vring.queue) return;
+      try {
+        this.#startRing(index);
+      } catch (error) {
+        failures.push(error instanceof Error ? error.message : String(error));
+      }
     });
+    if (failures.length > 0) throw new RequestError(failures.join("; "));
   }
 
   #setMemory(memory: GuestMemory | null): void {

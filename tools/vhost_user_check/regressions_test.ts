@@ -1,0 +1,59 @@
+// Reproducers vhost-user-check found in our daemons (deno task fuzz), replayed
+// against the daemon that failed on them: each must now be survived.
+import assert from "node:assert/strict";
+import type { Op } from "./generate.ts";
+import { replay } from "./fuzz.ts";
+import { DEVICE_PROFILES } from "./device_profiles.ts";
+import { Target } from "./target.ts";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+const VSOCK = `${Deno.execPath()} run -A ${ROOT}devices/vsock/main.ts --guest-cid 5 ` +
+  `--socket {socket} --uds-path {dir}/vm.vsock`;
+
+/** Runs `ops` once against a fresh daemon; the failure, or null if it was survived. */
+async function survives(exec: string, device: string, ops: Op[]): Promise<string | null> {
+  const target = await Target.open({ exec });
+  try {
+    const result = await replay(target, {
+      format: "vhost-user-check reproducer 1",
+      seed: 0,
+      burst: 0,
+      failure: "crash",
+      detail: "",
+      ops,
+    }, { timeoutMs: 5000, device: DEVICE_PROFILES[device] });
+    return result ? `${result.failure}: ${result.detail}` : null;
+  } finally {
+    await target.close();
+  }
+}
+
+const REGION_1M =
+  "01000000000000000000000000000000000010000000000000000034127f00000000000000000000";
+const REGION_1B =
+  "01000000000000000000000000000000010000000000000000000034127f00000000000000000000";
+
+Deno.test("regression: a refused SET_MEM_TABLE leaves no ring on unmapped memory (vsock SIGSEGV, seed 1)", async () => {
+  // Two live rings; a new table too small for ring 0 used to stop ring 0 and
+  // leave ring 1 on the old, now unmapped, table; enabling it then faulted.
+  const ops: Op[] = [
+    { op: "msg", hex: `050000000100000028000000${REGION_1M}`, fds: ["ram"] },
+    { op: "msg", hex: "0800000001000000080000000000000000010000" },
+    {
+      op: "msg",
+      hex:
+        "090000000100000028000000000000000000000000100034127f000000300034127f000000200034127f00000000000000000000",
+    },
+    { op: "msg", hex: "0c0000000100000008000000" + "0000000000000000", fds: ["kick"], q: 0 },
+    { op: "msg", hex: "0800000001000000080000000100000040000000" },
+    {
+      op: "msg",
+      hex:
+        "090000000100000028000000010000000000000000100134127f000000300134127f000000200134127f00000000000000000000",
+    },
+    { op: "msg", hex: "0c0000000100000008000000" + "0100000000000000", fds: ["kick"], q: 1 },
+    { op: "msg", hex: `050000000100000028000000${REGION_1B}`, fds: ["ram"] },
+    { op: "msg", hex: "120000000100000008000000" + "01000000ff000000" },
+  ];
+  assert.equal(await survives(VSOCK, "vsock", ops), null);
+});
