@@ -362,6 +362,23 @@ Deno.test("NEED_REPLY: a non-zero ack is an error; policy 'all' and per-call ove
   }
 });
 
+Deno.test("NEED_REPLY policy 'qemu-7.2': SET_CONFIG acked; SET_VRING_ENABLE neither acked nor followed by a barrier", () => {
+  const backend = new ScriptedBackend({ replyAck: "qemu-7.2" });
+  try {
+    negotiate(backend, bit(P.REPLY_ACK));
+    backend.frontend.setVringEnable(0, true);
+    backend.reply(ack(R.SET_CONFIG));
+    backend.frontend.setConfig(0, new Uint8Array([1]));
+    const sent = backend.received();
+    assert.deepEqual(sent.map((m) => [m.decoded.message.kind, m.decoded.needReply]), [
+      ["SET_VRING_ENABLE", false],
+      ["SET_CONFIG", true],
+    ]);
+  } finally {
+    backend.close();
+  }
+});
+
 Deno.test("vring fds: an eventfd or NOFD (bit 8)", () => {
   const backend = new ScriptedBackend();
   try {
