@@ -53,6 +53,8 @@ export interface CommandSpec {
   readonly conflicts?: readonly (readonly [string, string])[];
   /** The man page's EXIT STATUS text, for a command that is not a daemon. */
   readonly manExitStatus?: string;
+  /** Paragraphs of the man page's DESCRIPTION section, if it has one. */
+  readonly manDescription?: readonly string[];
 }
 
 /** Parsed options by long name: strings, booleans, or string lists for `multiple`. */
@@ -277,6 +279,12 @@ export function renderManPage(
     ".SH SYNOPSIS",
     `.B ${roff(spec.name)}`,
     "[\\fIOPTIONS\\fR]",
+    ...(spec.manDescription
+      ? [
+        ".SH DESCRIPTION",
+        ...spec.manDescription.flatMap((p, i) => i === 0 ? [roff(p)] : [".PP", roff(p)]),
+      ]
+      : []),
     ".SH OPTIONS",
   ];
   for (const option of spec.options) {

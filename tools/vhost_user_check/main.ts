@@ -96,6 +96,22 @@ export const COMMAND: CommandSpec = {
     { long: "json", kind: "flag", help: "Print the report as JSON" },
   ],
   conflicts: [["socket", "exec"]],
+  manDescription: [
+    "Connects to a vhost-user back-end (--socket), or starts one (--exec, restarted when it dies), " +
+    "and checks it against QEMU's docs/interop/vhost-user.rst.",
+    "Conformance: the handshake in QEMU 10's message order (with a stop, a restart of the rings " +
+    "from GET_VRING_BASE and a dropped connection), a reconnect as QEMU performs it, QEMU 7.2's " +
+    "order, and one with NEED_REPLY on every message and every optional message the negotiated " +
+    "protocol features allow (ADD/REM_MEM_REG, SET_MEM_TABLE with live rings, SET/GET_STATUS, " +
+    "RESET_DEVICE, SET_CONFIG). Each reply is checked: flags, request code, size, the values " +
+    "(features stable, GET_QUEUE_NUM, GET_CONFIG echo, GET_VRING_BASE between used and offered). " +
+    "With --device it also pushes real requests and checks the device's answers.",
+    "Fuzzing (--messages or --seconds): seeded bursts of mutated messages, fds, memory tables, ring " +
+    "addresses and descriptor chains (loops, addresses outside memory, indirect tables, aliasing, " +
+    "avail-index jumps), each burst on its own connection and followed by a clean front-end that " +
+    "must be served. A crash, hang or refusal is written as a reproducer (shrunk when the back-end " +
+    "can be restarted); --replay runs it again.",
+  ],
   manExitStatus: "0 when every check passed; 1 on a conformance failure, a crash, a hang or a " +
     "clean front-end not served; 2 for a command-line mistake.",
 };
