@@ -2,7 +2,7 @@
 // against the daemon that failed on them: each must now be survived.
 import assert from "node:assert/strict";
 import type { Op } from "./generate.ts";
-import { replay } from "./fuzz.ts";
+import { readReproducer, replay } from "./fuzz.ts";
 import { DEVICE_PROFILES } from "./device_profiles.ts";
 import { Target } from "./target.ts";
 
@@ -56,4 +56,15 @@ Deno.test("regression: a refused SET_MEM_TABLE leaves no ring on unmapped memory
     { op: "msg", hex: "120000000100000008000000" + "01000000ff000000" },
   ];
   assert.equal(await survives(VSOCK, "vsock", ops), null);
+});
+
+Deno.test("regression: the single messages that crash qemu-storage-daemon are refused by rng and vsock", async () => {
+  const rng = `${Deno.execPath()} run -A ${ROOT}devices/rng/main.ts -s {socket}`;
+  const dir = new URL("./reproducers/", import.meta.url).pathname;
+  const files = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".json"));
+  assert.ok(files.length >= 3);
+  for (const [exec, device] of [[rng, "rng"], [VSOCK, "vsock"]]) {
+    const ops = files.flatMap((name) => readReproducer(`${dir}${name}`).ops);
+    assert.equal(await survives(exec, device, ops), null, `${device}: ${files.join(", ")}`);
+  }
 });
