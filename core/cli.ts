@@ -55,6 +55,8 @@ export interface CommandSpec {
   readonly manExitStatus?: string;
   /** Paragraphs of the man page's DESCRIPTION section, if it has one. */
   readonly manDescription?: readonly string[];
+  /** Whether it reads `RUST_LOG` (help and man page say so). Default true: the daemons do. */
+  readonly rustLog?: boolean;
 }
 
 /** Parsed options by long name: strings, booleans, or string lists for `multiple`. */
@@ -253,9 +255,11 @@ export function renderHelp(spec: CommandSpec): string {
     "Options:",
     ...rows.map((r) => `  ${r.names.padEnd(width)}${r.text}`),
     "",
-    "Environment:",
-    "  RUST_LOG  Log filter, as env_logger reads it (e.g. info, or vhost_device_rng=debug)",
-    "",
+    ...(spec.rustLog === false ? [] : [
+      "Environment:",
+      "  RUST_LOG  Log filter, as env_logger reads it (e.g. info, or vhost_device_rng=debug)",
+      "",
+    ]),
   ].join("\n");
 }
 
@@ -317,10 +321,12 @@ export function renderManPage(
         "Print the back-end's capabilities as JSON and exit.",
       ]
       : []),
-    ".SH ENVIRONMENT",
-    ".TP",
-    ".B RUST_LOG",
-    "Log filter, as env_logger reads it (e.g. \\fBinfo\\fR, or \\fBvhost_device_rng=debug\\fR); \\fB\\-\\-log\\-level\\fR overrides it.",
+    ...(spec.rustLog === false ? [] : [
+      ".SH ENVIRONMENT",
+      ".TP",
+      ".B RUST_LOG",
+      "Log filter, as env_logger reads it (e.g. \\fBinfo\\fR, or \\fBvhost_device_rng=debug\\fR); \\fB\\-\\-log\\-level\\fR overrides it.",
+    ]),
     ".SH EXIT STATUS",
     roff(
       spec.manExitStatus ??

@@ -14,6 +14,8 @@ Deno.test("every device gets a man page from its command definitions", async () 
     const check = Deno.readTextFileSync(`${dir}/vhost-user-check.1`);
     assert.match(check, /\\fB\\-\\-replay\\fR \\fIFILE\\fR/);
     assert.match(check, /\.SH EXIT STATUS\n0 when every check passed/);
+    assert.match(check, /\.SH DESCRIPTION\nConnects to a vhost\\-user back\\-end/);
+    assert.doesNotMatch(check, /RUST_LOG/);
     const rng = Deno.readTextFileSync(`${dir}/vhost-device-rng.1`);
     assert.match(rng, /^\.TH VHOST-DEVICE-RNG 1 "2026-01-01"/);
     assert.match(rng, /\\fB\\-s\\fR \\fISOCKET\\fR, \\fB\\-\\-socket\\-path\\fR \\fISOCKET\\fR/);

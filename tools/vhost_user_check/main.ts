@@ -96,6 +96,7 @@ export const COMMAND: CommandSpec = {
     { long: "json", kind: "flag", help: "Print the report as JSON" },
   ],
   conflicts: [["socket", "exec"]],
+  rustLog: false,
   manDescription: [
     "Connects to a vhost-user back-end (--socket), or starts one (--exec, restarted when it dies), " +
     "and checks it against QEMU's docs/interop/vhost-user.rst.",
