@@ -1,8 +1,9 @@
 /**
- * A vhost-user front-end for tests: guest RAM ({@link DriverMemory}), split
+ * A vhost-user front-end: guest RAM ({@link DriverMemory}), split
  * virtqueues driven as a Linux guest drives them ({@link DriverQueue}), and
  * the protocol side QEMU plays ({@link VhostUserFrontend}). Nothing here knows
- * any particular device, so it can drive (and check) any back-end.
+ * any particular device, so it can drive (and check) any back-end: the tests,
+ * the benchmarks and vhost-user-check (tools/vhost_user_check) use it.
  *
  * @example
  * ```ts
