@@ -53,6 +53,8 @@ export async function fuzzDaemon(
       seconds: 0,
       burst: 256,
       timeoutMs: 5000,
+      shrinkSeconds: 120,
+      maxFailures: 10,
       device: DEVICE_PROFILES[device],
       progress: (line: string) => console.error(`${device}: ${line}`),
     };

@@ -84,6 +84,10 @@ export interface FuzzOptions {
   readonly device: DeviceProfile | null;
   /** Where to write a reproducer. */
   readonly reproducerPath: string;
+  /** Seconds to spend shrinking each failure (0: keep the whole burst). */
+  readonly shrinkSeconds: number;
+  /** Stop after this many failures. */
+  readonly maxFailures: number;
   /** Progress lines (one per few seconds), or nothing. */
   readonly progress?: (line: string) => void;
 }
@@ -560,7 +564,7 @@ export async function runFuzz(target: Target, options: FuzzOptions): Promise<Fuz
         };
         writeReproducer(path, reproducer);
         let kept = ops.length;
-        if (target.restartable) {
+        if (target.restartable && options.shrinkSeconds > 0) {
           options.progress?.(
             `burst ${index}: ${result.failure}; shrinking ${ops.length} operations`,
           );
@@ -570,7 +574,7 @@ export async function runFuzz(target: Target, options: FuzzOptions): Promise<Fuz
             device: options.device,
             kind: result.failure,
             at: result.at,
-            budgetMs: 120_000,
+            budgetMs: options.shrinkSeconds * 1000,
           });
           writeReproducer(path, { ...reproducer, ops: small });
           kept = small.length;
@@ -582,7 +586,7 @@ export async function runFuzz(target: Target, options: FuzzOptions): Promise<Fuz
           reproducer: path,
           ops: kept,
         });
-        if (!target.restartable) break;
+        if (!target.restartable || findings.length >= options.maxFailures) break;
         if (target.running) await target.restart();
       }
       const now = performance.now();

@@ -81,6 +81,21 @@ export const COMMAND: CommandSpec = {
       help: "Where to write the reproducer of a crash or hang",
     },
     {
+      long: "shrink-seconds",
+      kind: "value",
+      valueName: "S",
+      defaultValue: "60",
+      help:
+        "Time to spend shrinking each failure's reproducer (needs --exec; 0: keep the whole burst)",
+    },
+    {
+      long: "max-failures",
+      kind: "value",
+      valueName: "N",
+      defaultValue: "10",
+      help: "Stop fuzzing after this many failures",
+    },
+    {
       long: "replay",
       kind: "value",
       valueName: "FILE",
@@ -137,6 +152,10 @@ export interface CheckConfig {
   readonly conformance: boolean;
   /** Reproducer path. */
   readonly reproducer: string;
+  /** Seconds to shrink each failure. */
+  readonly shrinkSeconds: number;
+  /** Failures before fuzzing stops. */
+  readonly maxFailures: number;
   /** A reproducer to replay, or null. */
   readonly replay: string | null;
   /** Reply timeout. */
@@ -180,6 +199,8 @@ export function checkConfig(options: ParsedOptions): CheckConfig {
     burst: int("burst", 1, 100_000),
     conformance: options["no-conformance"] !== true,
     reproducer: text("reproducer") ?? "vhost-user-check-reproducer.json",
+    shrinkSeconds: int("shrink-seconds", 0, 86_400),
+    maxFailures: int("max-failures", 1, 1_000_000),
     replay: text("replay"),
     timeoutMs: int("timeout-ms", 10, 600_000),
     json: options.json === true,
@@ -212,6 +233,8 @@ export async function check(
         timeoutMs: config.timeoutMs,
         device: config.device,
         reproducerPath: config.reproducer,
+        shrinkSeconds: config.shrinkSeconds,
+        maxFailures: config.maxFailures,
         progress: options.progress,
       });
     }
