@@ -102,6 +102,8 @@ const VIRTIO_VSOCK_OP_RST = 3;
 const VMADDR_CID_HOST = 2;
 /** A host port nothing listens on in the checker's `{dir}`. */
 const UNUSED_PORT = 0x7eed;
+/** The guest port of the next connection request: a new one each time, as a guest would. */
+let nextGuestPort = 0x4000;
 
 /**
  * virtio-vsock (VIRTIO 1.2 §5.10): config `le64 guest_cid`; a connection
@@ -127,7 +129,8 @@ const VSOCK: DeviceProfile = {
     submit(context, 0);
     const header = new Uint8Array(VSOCK_HEADER_SIZE);
     const view = new DataView(header.buffer);
-    const guestPort = 0x4000 + Math.floor(Math.random() * 0x1000);
+    const guestPort = nextGuestPort;
+    nextGuestPort = nextGuestPort === 0x4fff ? 0x4000 : nextGuestPort + 1;
     view.setBigUint64(0, cid, true);
     view.setBigUint64(8, BigInt(VMADDR_CID_HOST), true);
     view.setUint32(16, guestPort, true);

@@ -72,3 +72,26 @@ Deno.test("fuzz: a back-end that dies is caught, its reproducer shrunk, and --re
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("cli: --seconds bounds a fuzz run, --json reports it, exit 0 when all is well", async () => {
+  const rng = `${Deno.execPath()} run -A ${
+    new URL("../../devices/rng/main.ts", import.meta.url).pathname
+  } -s {socket}`;
+  const result = await run([
+    "--exec",
+    rng,
+    "--no-conformance",
+    "--seconds",
+    "1",
+    "--seed",
+    "5",
+    "--json",
+  ]);
+  assert.equal(result.code, 0, result.stderr);
+  const report = JSON.parse(result.stdout);
+  assert.equal(report.ok, true);
+  assert.deepEqual(report.conformance, []);
+  assert.ok(report.fuzz.messages > 0);
+  assert.ok(report.fuzz.seconds >= 1 && report.fuzz.seconds < 30, `${report.fuzz.seconds} s`);
+  assert.equal(report.fuzz.seed, 5);
+});
