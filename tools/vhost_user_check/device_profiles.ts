@@ -175,5 +175,86 @@ const VSOCK: DeviceProfile = {
   },
 };
 
+/** §5.2.6 `struct virtio_blk_req` header: le32 type, le32 reserved, le64 sector. */
+const VIRTIO_BLK_HEADER_SIZE = 16;
+const VIRTIO_BLK_T_IN = 0;
+const VIRTIO_BLK_T_OUT = 1;
+const VIRTIO_BLK_T_GET_ID = 8;
+const VIRTIO_BLK_S_OK = 0;
+const VIRTIO_BLK_S_UNSUPP = 2;
+/** §5.2.6: `VIRTIO_BLK_ID_BYTES`. */
+const VIRTIO_BLK_ID_BYTES = 20;
+const SECTOR_SIZE = 512;
+
+function blkHeader(type: number, sector: bigint): Uint8Array {
+  const header = new Uint8Array(VIRTIO_BLK_HEADER_SIZE);
+  const view = new DataView(header.buffer);
+  view.setUint32(0, type, true);
+  view.setBigUint64(8, sector, true);
+  return header;
+}
+
+/**
+ * virtio-blk (VIRTIO 1.2 §5.2): config starts with `le64 capacity` (in
+ * 512-byte sectors); a write then a read of the last sector must succeed and
+ * return what was written; GET_ID answers OK or UNSUPP; an unknown request
+ * type must be answered UNSUPP (§5.2.6.1). The last byte the device writes
+ * is the status. The disk's last sector is overwritten.
+ */
+const BLK: DeviceProfile = {
+  name: "blk",
+  queues: 1,
+  // QEMU reads the config up to its `unused1` field without secure erase or zoned features.
+  configSize: 60,
+  exercise(context: ExerciseContext): string[] {
+    if (!context.config) throw new Error("blk: no config space was read");
+    const capacity = new DataView(context.config.buffer, context.config.byteOffset)
+      .getBigUint64(0, true);
+    if (capacity === 0n) throw new Error("blk: capacity 0");
+    const queue = context.queues[0];
+    const sector = capacity - 1n;
+    const pattern = Uint8Array.from({ length: SECTOR_SIZE }, (_, i) => (i * 31 + 7) & 0xff);
+    const run = (
+      readable: Uint8Array[],
+      writable: number[],
+    ): { status: number; data: Uint8Array } => {
+      queue.add({ readable, writable });
+      submit(context, 0);
+      const [used] = collect(context, 0, 1);
+      if (!used) throw new Error("blk: a request was not answered");
+      const total = writable.reduce((a, b) => a + b, 0);
+      if (used.length < 1 || used.length > total) {
+        throw new Error(`blk: used length ${used.length} for ${total} writable bytes`);
+      }
+      // The status is the last byte of the writable part (§5.2.6).
+      return { status: used.data[total - 1], data: used.data.subarray(0, total - 1) };
+    };
+    const lines = [`config capacity = ${capacity} sectors`];
+    const write = run([blkHeader(VIRTIO_BLK_T_OUT, sector), pattern], [1]);
+    if (write.status !== VIRTIO_BLK_S_OK) throw new Error(`blk: write status ${write.status}`);
+    const read = run([blkHeader(VIRTIO_BLK_T_IN, sector)], [SECTOR_SIZE, 1]);
+    if (read.status !== VIRTIO_BLK_S_OK) throw new Error(`blk: read status ${read.status}`);
+    if (!read.data.every((b, i) => b === pattern[i])) {
+      throw new Error("blk: the sector read back differs from what was written");
+    }
+    lines.push(`sector ${sector} written and read back`);
+    const id = run([blkHeader(VIRTIO_BLK_T_GET_ID, 0n)], [VIRTIO_BLK_ID_BYTES, 1]);
+    if (id.status !== VIRTIO_BLK_S_OK && id.status !== VIRTIO_BLK_S_UNSUPP) {
+      throw new Error(`blk: GET_ID status ${id.status}`);
+    }
+    lines.push(`GET_ID status ${id.status}`);
+    const unknown = run([blkHeader(0xff, 0n)], [1]);
+    if (unknown.status !== VIRTIO_BLK_S_UNSUPP) {
+      throw new Error(`blk: an unknown request type got status ${unknown.status}, not UNSUPP`);
+    }
+    lines.push("unknown request type answered UNSUPP");
+    return lines;
+  },
+};
+
 /** The devices `--device` accepts. */
-export const DEVICE_PROFILES: Readonly<Record<string, DeviceProfile>> = { rng: RNG, vsock: VSOCK };
+export const DEVICE_PROFILES: Readonly<Record<string, DeviceProfile>> = {
+  blk: BLK,
+  rng: RNG,
+  vsock: VSOCK,
+};

@@ -38,7 +38,7 @@ export const COMMAND: CommandSpec = {
       long: "device",
       kind: "value",
       valueName: "NAME",
-      help: "Also push real requests and check the answers: rng or vsock",
+      help: "Also push real requests and check the answers: blk, rng or vsock",
     },
     {
       long: "seed",

@@ -35,7 +35,7 @@ Deno.test("cli: mistakes are one line and exit 2", async () => {
   assert.match(both.stderr, /--socket cannot be used with --exec/);
   assert.throws(
     () => checkConfig(parsed(["--socket", "/a", "--device", "gpu"])),
-    /--device: one of rng, vsock/,
+    /--device: one of blk, rng, vsock/,
   );
   assert.throws(() => checkConfig(parsed(["--exec", "daemon -s /x"])), /needs \{socket\}/);
   assert.throws(() => checkConfig(parsed(["--socket", "/a", "--messages", "lots"])), /--messages/);
