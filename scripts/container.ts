@@ -153,7 +153,10 @@ export async function baseTag(sources: DebianSources): Promise<string> {
 
 /** Options of {@link ensureBaseImage}. */
 export interface BaseOptions {
-  /** Where root filesystem tarballs are cached; default {@link DEFAULT_CACHE_DIR}. */
+  /**
+   * Where root filesystem tarballs are cached; default `VHOST_CONTAINER_CACHE`,
+   * else {@link DEFAULT_CACHE_DIR}.
+   */
   readonly cacheDir?: string;
   /** Make the root filesystem again (new security updates) even if cached. */
   readonly refresh?: boolean;
@@ -183,7 +186,7 @@ export async function ensureBaseImage(options: BaseOptions = {}): Promise<BaseIm
   if (!options.refresh && await succeeds("podman", ["image", "exists", image])) {
     return { image, source: "present", seconds: seconds() };
   }
-  const cacheDir = options.cacheDir ?? DEFAULT_CACHE_DIR;
+  const cacheDir = options.cacheDir ?? Deno.env.get("VHOST_CONTAINER_CACHE") ?? DEFAULT_CACHE_DIR;
   const tarball = `${cacheDir}/rootfs-${tag}.tar`;
   let source: BaseImage["source"] = "imported";
   if (options.refresh || !exists(tarball)) {
@@ -292,7 +295,11 @@ export function compileCommand(
  * the launcher.
  */
 export async function stageSource(name: string, context: string): Promise<void> {
-  Deno.copyFileSync(Deno.execPath(), `${context}/deno`);
+  try {
+    Deno.linkSync(Deno.execPath(), `${context}/deno`);
+  } catch {
+    Deno.copyFileSync(Deno.execPath(), `${context}/deno`); // another file system
+  }
   const entry = `${ROOT}devices/${name}/main.ts`;
   const info = JSON.parse(await output(Deno.execPath(), ["info", "--json", entry])) as {
     modules: { specifier: string }[];
@@ -319,6 +326,12 @@ export async function stageSource(name: string, context: string): Promise<void> 
   ], {
     env: { DENO_DIR: `${context}/deno_dir` },
   });
+  // Only the downloads: the analysis and transpile caches there are keyed by this host's paths.
+  for (const entry of Deno.readDirSync(`${context}/deno_dir`)) {
+    if (entry.name !== "npm" && entry.name !== "remote") {
+      Deno.removeSync(`${context}/deno_dir/${entry.name}`, { recursive: true });
+    }
+  }
   Deno.mkdirSync(`${context}/bin`);
   Deno.writeTextFileSync(`${context}/bin/vhost-device-${name}`, launcherScript(name), {
     mode: 0o755,
