@@ -36,6 +36,20 @@ export const CONTAINER_UID = 65532;
 /** Where the sources live in a `source` image. */
 export const APP_DIR = "/opt/vhost-device";
 
+/**
+ * Debian packages a device's image needs beyond the base (shared libraries
+ * it opens with `Deno.dlopen`), one line per device. They are taken as
+ * listed, without their dependencies (the base has libc6 and libgcc-s1), in
+ * the version apt on the building host would install, so a package only in
+ * bookworm-backports comes from there (scripts/install_qemu.sh configures
+ * it).
+ */
+export const DEVICE_DEBIAN_PACKAGES: Readonly<Record<string, readonly string[]>> = {
+  // libgpiod.so.3 (libgpiod v2) needs only libc; the package's libstdc++6 dependency is for
+  // the C++ binding beside it, which the device does not load.
+  gpio: ["libgpiod3"],
+};
+
 /** The image of device `name`, without a tag. */
 export function imageName(name: string): string {
   return `localhost/vhost-device-${name}`;
@@ -340,6 +354,28 @@ export async function stageSource(name: string, context: string): Promise<void> 
 }
 
 /**
+ * Unpacks device `name`'s {@link DEVICE_DEBIAN_PACKAGES} into `context/extra`
+ * (copied over the image's root), documentation left out; an empty
+ * directory for a device that needs none.
+ */
+export async function stageDebianPackages(name: string, context: string): Promise<void> {
+  Deno.mkdirSync(`${context}/extra`);
+  const packages = DEVICE_DEBIAN_PACKAGES[name] ?? [];
+  if (packages.length === 0) return;
+  const debs = `${context}/debs`;
+  Deno.mkdirSync(debs);
+  try {
+    await output("apt-get", ["download", "--quiet=2", ...packages], { cwd: debs });
+    for (const entry of Deno.readDirSync(debs)) {
+      await run("dpkg-deb", ["--extract", `${debs}/${entry.name}`, `${context}/extra`]);
+    }
+    Deno.removeSync(`${context}/extra/usr/share/doc`, { recursive: true });
+  } finally {
+    Deno.removeSync(debs, { recursive: true });
+  }
+}
+
+/**
  * Stages a `compiled` build context for device `name` in `context`: the
  * binary at `binary` (from {@link compileCommand}) as
  * `bin/vhost-device-<name>`, and the entrypoint symlink.
@@ -381,6 +417,7 @@ export async function buildImage(name: string, options: BuildOptions): Promise<B
   const started = performance.now();
   const context = await Deno.makeTempDir({ prefix: `vhost-device-${name}-image-` });
   try {
+    await stageDebianPackages(name, context);
     let variant: Variant = "source";
     if (options.compiledBinary !== undefined) {
       variant = "compiled";
@@ -434,11 +471,11 @@ async function succeeds(command: string, args: string[]): Promise<boolean> {
 async function output(
   command: string,
   args: string[],
-  options: { env?: Record<string, string> } = {},
+  options: { env?: Record<string, string>; cwd?: string } = {},
 ): Promise<string> {
   let result: Deno.CommandOutput;
   try {
-    result = await new Deno.Command(command, { args, env: options.env, stdin: "null" }).output();
+    result = await new Deno.Command(command, { ...options, args, stdin: "null" }).output();
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) {
       throw new Error(`${command} is not installed (scripts/install_qemu.sh installs it)`);

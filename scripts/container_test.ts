@@ -8,6 +8,7 @@ import {
   compileCommand,
   debianSources,
   DEFAULT_SOURCES,
+  DEVICE_DEBIAN_PACKAGES,
   EXTRACT_HOOK,
   launcherScript,
   mmdebstrapArgs,
@@ -132,4 +133,11 @@ Deno.test("container: the Containerfile's stages share one entrypoint", () => {
   assert.match(text, /^FROM common AS compiled$/m);
   assert.equal(text.match(/^ENTRYPOINT /gm)?.length, 1);
   assert.equal(text.match(/^USER 65532:65532$/gm)?.length, 2);
+});
+
+Deno.test("container: extra Debian packages are plain package names (apt-get download)", () => {
+  for (const [name, packages] of Object.entries(DEVICE_DEBIAN_PACKAGES)) {
+    for (const pkg of packages) assert.match(pkg, /^[a-z0-9][a-z0-9+.-]+(\/[a-z-]+)?$/, name);
+  }
+  assert.deepEqual(DEVICE_DEBIAN_PACKAGES.gpio, ["libgpiod3"]);
 });
