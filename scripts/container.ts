@@ -263,9 +263,17 @@ export interface PodmanBuildOptions {
 /**
  * The `podman build` argv for device `name`. No network inside the build
  * (`--network none`) and no registry (`--pull=never`: the base is local).
+ * The labels are flags, not Containerfile steps: a step after the shared
+ * layers is one more commit per device.
  */
 export function podmanBuildArgs(name: string, options: PodmanBuildOptions): string[] {
   const tags = options.tags ?? [`${imageName(name)}:${VERSION}`, `${imageName(name)}:latest`];
+  const labels = {
+    "org.opencontainers.image.title": `vhost-device-${name}`,
+    "org.opencontainers.image.version": VERSION,
+    "org.opencontainers.image.description": `vhost-user ${name} device back-end on Deno` +
+      (options.variant === "compiled" ? " (deno compile)" : ""),
+  };
   return [
     "build",
     "--file",
@@ -277,36 +285,36 @@ export function podmanBuildArgs(name: string, options: PodmanBuildOptions): stri
     "--pull=never",
     "--build-arg",
     `BASE=${options.base}`,
-    "--build-arg",
-    `DEVICE=${name}`,
-    "--build-arg",
-    `VERSION=${VERSION}`,
+    ...Object.entries(labels).flatMap(([key, value]) => ["--label", `${key}=${value}`]),
     ...(options.noCache ? ["--no-cache"] : []),
     ...tags.flatMap((tag) => ["--tag", tag]),
     options.context,
   ];
 }
 
+/** Where the device's entrypoint goes in a build context (`root/` is copied over `/`). */
+const CONTEXT_BIN = "root/usr/local/bin";
+
 /**
  * The `deno compile` command for device `name` of a `compiled` image:
  * {@link compileArgs} (the same permissions) writing into the context's
- * `bin/`, with `DENORT_BIN` passed on.
+ * `root/usr/local/bin/`, with `DENORT_BIN` passed on.
  */
 export function compileCommand(
   name: string,
   options: { context: string; denortBin: string },
 ): { args: string[]; env: Record<string, string> } {
   return {
-    args: compileArgs(name, { outDir: `${options.context}/bin` }),
+    args: compileArgs(name, { outDir: `${options.context}/${CONTEXT_BIN}` }),
     env: { DENORT_BIN: options.denortBin },
   };
 }
 
 /**
  * Stages a `source` build context for device `name` in `context`: the
- * deno binary, the local modules of the device's graph (`deno info`) with
- * deno.json and deno.lock, its npm dependencies cached in `deno_dir/`, and
- * the launcher.
+ * deno binary as `deno`, and in `root/` the local modules of the device's
+ * graph (`deno info`) with deno.json and deno.lock, its npm dependencies in
+ * the image's DENO_DIR, and the launcher.
  */
 export async function stageSource(name: string, context: string): Promise<void> {
   try {
@@ -325,41 +333,37 @@ export async function stageSource(name: string, context: string): Promise<void> 
     if (!path.startsWith(ROOT)) throw new Error(`${path} is outside the repository`);
     files.push(path.slice(ROOT.length));
   }
+  const app = `${context}/root${APP_DIR}`;
   for (const file of files) {
-    const target = `${context}/app/${file}`;
+    const target = `${app}/${file}`;
     Deno.mkdirSync(target.slice(0, target.lastIndexOf("/")), { recursive: true });
     Deno.copyFileSync(`${ROOT}${file}`, target);
   }
-  Deno.mkdirSync(`${context}/deno_dir`);
+  const denoDir = `${context}/root/var/cache/deno`;
+  Deno.mkdirSync(denoDir, { recursive: true });
   // npm packages come from the npm registry here, on the host: the build itself has no network.
-  await run(Deno.execPath(), [
-    "cache",
-    "--frozen",
-    "--quiet",
-    `${context}/app/devices/${name}/main.ts`,
-  ], {
-    env: { DENO_DIR: `${context}/deno_dir` },
+  await run(Deno.execPath(), ["cache", "--frozen", "--quiet", `${app}/devices/${name}/main.ts`], {
+    env: { DENO_DIR: denoDir },
   });
   // Only the downloads: the analysis and transpile caches there are keyed by this host's paths.
-  for (const entry of Deno.readDirSync(`${context}/deno_dir`)) {
+  for (const entry of Deno.readDirSync(denoDir)) {
     if (entry.name !== "npm" && entry.name !== "remote") {
-      Deno.removeSync(`${context}/deno_dir/${entry.name}`, { recursive: true });
+      Deno.removeSync(`${denoDir}/${entry.name}`, { recursive: true });
     }
   }
-  Deno.mkdirSync(`${context}/bin`);
-  Deno.writeTextFileSync(`${context}/bin/vhost-device-${name}`, launcherScript(name), {
+  Deno.mkdirSync(`${context}/${CONTEXT_BIN}`, { recursive: true });
+  Deno.writeTextFileSync(`${context}/${CONTEXT_BIN}/vhost-device-${name}`, launcherScript(name), {
     mode: 0o755,
   });
-  Deno.symlinkSync(`vhost-device-${name}`, `${context}/bin/vhost-device`);
+  Deno.symlinkSync(`vhost-device-${name}`, `${context}/${CONTEXT_BIN}/vhost-device`);
 }
 
 /**
- * Unpacks device `name`'s {@link DEVICE_DEBIAN_PACKAGES} into `context/extra`
- * (copied over the image's root), documentation left out; an empty
- * directory for a device that needs none.
+ * Unpacks device `name`'s {@link DEVICE_DEBIAN_PACKAGES} into the context's
+ * `root/`, documentation left out.
  */
 export async function stageDebianPackages(name: string, context: string): Promise<void> {
-  Deno.mkdirSync(`${context}/extra`);
+  Deno.mkdirSync(`${context}/root`, { recursive: true });
   const packages = DEVICE_DEBIAN_PACKAGES[name] ?? [];
   if (packages.length === 0) return;
   const debs = `${context}/debs`;
@@ -367,9 +371,9 @@ export async function stageDebianPackages(name: string, context: string): Promis
   try {
     await output("apt-get", ["download", "--quiet=2", ...packages], { cwd: debs });
     for (const entry of Deno.readDirSync(debs)) {
-      await run("dpkg-deb", ["--extract", `${debs}/${entry.name}`, `${context}/extra`]);
+      await run("dpkg-deb", ["--extract", `${debs}/${entry.name}`, `${context}/root`]);
     }
-    Deno.removeSync(`${context}/extra/usr/share/doc`, { recursive: true });
+    Deno.removeSync(`${context}/root/usr/share/doc`, { recursive: true });
   } finally {
     Deno.removeSync(debs, { recursive: true });
   }
@@ -378,14 +382,15 @@ export async function stageDebianPackages(name: string, context: string): Promis
 /**
  * Stages a `compiled` build context for device `name` in `context`: the
  * binary at `binary` (from {@link compileCommand}) as
- * `bin/vhost-device-<name>`, and the entrypoint symlink.
+ * `root/usr/local/bin/vhost-device-<name>`, and the entrypoint symlink.
  */
 export function stageCompiled(name: string, context: string, binary: string): void {
-  Deno.mkdirSync(`${context}/bin`, { recursive: true });
-  const target = `${context}/bin/vhost-device-${name}`;
+  const bin = `${context}/${CONTEXT_BIN}`;
+  Deno.mkdirSync(bin, { recursive: true });
+  const target = `${bin}/vhost-device-${name}`;
   if (binary !== target) Deno.copyFileSync(binary, target);
   Deno.chmodSync(target, 0o755);
-  Deno.symlinkSync(`vhost-device-${name}`, `${context}/bin/vhost-device`);
+  Deno.symlinkSync(`vhost-device-${name}`, `${bin}/vhost-device`);
 }
 
 /** Options of {@link buildImage}. */
@@ -435,7 +440,7 @@ export async function buildImage(name: string, options: BuildOptions): Promise<B
             : `deno ${args.join(" ")} failed:\n${stderr.trim()}`,
         );
       }
-      stageCompiled(name, context, `${context}/bin/vhost-device-${name}`);
+      stageCompiled(name, context, `${context}/${CONTEXT_BIN}/vhost-device-${name}`);
     } else {
       await stageSource(name, context);
     }

@@ -94,10 +94,12 @@ Deno.test("container: podman build has no network, pulls nothing and picks the s
     "--pull=never",
     "--build-arg",
     "BASE=localhost/vhost-device-base:abc",
-    "--build-arg",
-    "DEVICE=vsock",
-    "--build-arg",
-    `VERSION=${VERSION}`,
+    "--label",
+    "org.opencontainers.image.title=vhost-device-vsock",
+    "--label",
+    `org.opencontainers.image.version=${VERSION}`,
+    "--label",
+    "org.opencontainers.image.description=vhost-user vsock device back-end on Deno",
     "--tag",
     `localhost/vhost-device-vsock:${VERSION}`,
     "--tag",
@@ -112,15 +114,16 @@ Deno.test("container: podman build has no network, pulls nothing and picks the s
     tags: ["t"],
   });
   assert.deepEqual(compiled.slice(3, 5), ["--target", "compiled"]);
+  assert.ok(compiled.some((arg) => arg.endsWith("back-end on Deno (deno compile)")));
   assert.deepEqual(compiled.slice(-4), ["--no-cache", "--tag", "t", "/c"]);
 });
 
 Deno.test("container: with DENORT_BIN, deno compile is compile.ts's command into the context", () => {
   const { args, env } = compileCommand("rng", { context: "/tmp/ctx", denortBin: "/opt/denort" });
-  assert.deepEqual(args, compileArgs("rng", { outDir: "/tmp/ctx/bin" }));
+  assert.deepEqual(args, compileArgs("rng", { outDir: "/tmp/ctx/root/usr/local/bin" }));
   assert.deepEqual(args.slice(-3), [
     "--output",
-    "/tmp/ctx/bin/vhost-device-rng",
+    "/tmp/ctx/root/usr/local/bin/vhost-device-rng",
     "devices/rng/main.ts",
   ]);
   assert.deepEqual(env, { DENORT_BIN: "/opt/denort" });

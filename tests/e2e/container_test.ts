@@ -143,8 +143,6 @@ Deno.test("container e2e: images from scratch serve a guest from inside podman, 
       assert.equal(typeof capabilities.type, "string", `${name}: ${JSON.stringify(capabilities)}`);
       const help = await podman(["run", "--rm", "--network", "none", built.image, "--help"]);
       assert.match(help, new RegExp(`Usage: vhost-device-${name} `), `${name} --help`);
-      // No argument at all shows the help too (CMD), and the user is not root.
-      assert.match(await podman(["run", "--rm", built.image]), /Usage: /);
       assert.equal(
         await podman(["image", "inspect", "--format", "{{.Config.User}}", built.image]),
         `${CONTAINER_UID}:${CONTAINER_UID}`,
