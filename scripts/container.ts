@@ -205,7 +205,7 @@ export async function ensureBaseImage(options: BaseOptions = {}): Promise<BaseIm
   let source: BaseImage["source"] = "imported";
   if (options.refresh || !exists(tarball)) {
     Deno.mkdirSync(cacheDir, { recursive: true });
-    const partial = `${tarball}.partial`;
+    const partial = `${tarball}.${Deno.pid}.partial`;
     await run("mmdebstrap", mmdebstrapArgs(partial, sources));
     Deno.renameSync(partial, tarball);
     source = "made";
@@ -369,7 +369,12 @@ export async function stageDebianPackages(name: string, context: string): Promis
   const debs = `${context}/debs`;
   Deno.mkdirSync(debs);
   try {
-    await output("apt-get", ["download", "--quiet=2", ...packages], { cwd: debs });
+    const download = ["download", "--quiet=2", ...packages];
+    if (!await succeeds("apt-get", download, { cwd: debs })) {
+      // A machine whose package lists were never fetched (or were cleaned) knows no packages.
+      await run("apt-get", ["update", "--quiet=2"]);
+      await run("apt-get", download, { cwd: debs });
+    }
     for (const entry of Deno.readDirSync(debs)) {
       await run("dpkg-deb", ["--extract", `${debs}/${entry.name}`, `${context}/root`]);
     }
@@ -467,9 +472,18 @@ function exists(path: string): boolean {
   }
 }
 
-async function succeeds(command: string, args: string[]): Promise<boolean> {
-  const { success } = await new Deno.Command(command, { args, stdout: "null", stderr: "null" })
-    .output();
+async function succeeds(
+  command: string,
+  args: string[],
+  options: { cwd?: string } = {},
+): Promise<boolean> {
+  const { success } = await new Deno.Command(command, {
+    args,
+    cwd: options.cwd,
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).output();
   return success;
 }
 
@@ -497,7 +511,7 @@ async function output(
 async function run(
   command: string,
   args: string[],
-  options: { env?: Record<string, string> } = {},
+  options: { env?: Record<string, string>; cwd?: string } = {},
 ): Promise<void> {
   await output(command, args, options);
 }
