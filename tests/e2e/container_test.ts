@@ -155,7 +155,7 @@ Deno.test("container e2e: images from scratch serve a guest from inside podman, 
     await Deno.writeTextFile(standIn, '#!/bin/sh\necho "compiled $0 $*"\n', { mode: 0o755 });
     await buildImage("rng", { base: base.image, compiledBinary: standIn, tags: [compiledImage] });
     assert.equal(
-      await podman(["run", "--rm", compiledImage, "--print-capabilities"]),
+      await podman(["run", "--rm", "--network", "none", compiledImage, "--print-capabilities"]),
       "compiled /usr/local/bin/vhost-device --print-capabilities",
     );
     const config = "{{json .Config.Entrypoint}} {{.Config.User}} {{json .Config.Cmd}}";
@@ -188,6 +188,8 @@ Deno.test("container e2e: images from scratch serve a guest from inside podman, 
         ...args,
       ]);
       await waitForPath(`${dir}/${socket}`, container);
+      // Made by the daemon, running as the image's unprivileged user.
+      assert.equal(Deno.statSync(`${dir}/${socket}`).uid, CONTAINER_UID, socket);
       report.push(`${name}: podman run to listening ${seconds(performance.now() - started)}`);
       return container;
     };
