@@ -56,8 +56,9 @@ export interface GuestOptions {
    * Copies the host's `deno` and this project's files (`/project` in the
    * guest, as git lists them, untracked ones included) into the guest, so a
    * daemon and the TypeScript front-end can run there against the guest
-   * kernel's real devices. `DENO_DIR` is a tmpfs; there is no network, so
-   * only code without npm imports runs. Default memory becomes 1024 MiB.
+   * kernel's real devices. The guest has no network: the project's npm
+   * packages come from the host's cache (`deno install` fills it first).
+   * Default memory becomes 1024 MiB.
    */
   deno?: boolean;
   /** Guest memory, shared through a memfd; default 256 (1024 with `deno`). */
@@ -428,7 +429,7 @@ export function assertGuestSucceeded(result: GuestResult): void {
 // script, so a test never runs against a half-loaded driver stack.
 const INIT = `#!/bin/sh
 export PATH=${GUEST_PATH}
-export DENO_DIR=/tmp/deno DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
+export DENO_DIR=/var/deno DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -594,8 +595,29 @@ async function stageFiles(files: string[], root: string): Promise<void> {
   }
 }
 
-/** This project's files, as git lists them (untracked ones too), under `root/project`. */
+/**
+ * This project's files, as git lists them (untracked ones too), under
+ * `root/project`, and the npm packages of its `deno.json` under the guest's
+ * `DENO_DIR` (`/var/deno`).
+ */
 async function stageProject(root: string): Promise<void> {
+  const install = await new Deno.Command(Deno.execPath(), {
+    args: ["install", "--quiet"],
+    cwd: PROJECT_DIR,
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!install.success) {
+    throw new Error(`deno install failed: ${new TextDecoder().decode(install.stderr)}`);
+  }
+  await Deno.mkdir(`${root}/var/deno`, { recursive: true });
+  const copy = await new Deno.Command("cp", {
+    args: ["-a", `${await denoDir()}/npm`, `${root}/var/deno/`],
+    stderr: "piped",
+  }).output();
+  if (!copy.success) {
+    throw new Error(`copying the npm cache failed: ${new TextDecoder().decode(copy.stderr)}`);
+  }
   const { success, stdout, stderr } = await new Deno.Command("git", {
     args: ["-C", PROJECT_DIR, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
     stderr: "piped",
@@ -607,6 +629,13 @@ async function stageProject(root: string): Promise<void> {
     await Deno.mkdir(dirname(`${root}/project/${file}`), { recursive: true });
     await Deno.copyFile(PROJECT_DIR + file, `${root}/project/${file}`);
   }
+}
+
+/** The host's `DENO_DIR`, as `deno info` reports it. */
+async function denoDir(): Promise<string> {
+  const { stdout } = await new Deno.Command(Deno.execPath(), { args: ["info", "--json"] })
+    .output();
+  return JSON.parse(new TextDecoder().decode(stdout)).denoDir;
 }
 
 async function packCpio(dir: string, out: string): Promise<void> {
