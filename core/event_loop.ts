@@ -47,6 +47,12 @@ export type ReadyHandler = (flags: number) => void;
 export const HOT_WAIT_MS = 5;
 /** Longest time without letting Deno's loop turn while busy. */
 export const YIELD_INTERVAL_MS = 10;
+/**
+ * A yield that kept the loop off the CPU longer than this (20 µs) ran
+ * another task's time slice, not a quick peer's request: the CPU is
+ * contended, so polling stops.
+ */
+const CONTENDED_YIELD_MS = 0.02;
 /** The default cap of the adaptive poll window, in µs (`--poll-us`; docs/architecture.md). */
 export const DEFAULT_POLL_MICROS = 200;
 
@@ -214,13 +220,18 @@ export class EventLoop {
   /**
    * Polls the set without sleeping until `until` (a `performance.now()`
    * time); returns the events ready. Each empty look yields the CPU, so
-   * polling never keeps a runnable thread on this CPU waiting.
+   * polling never keeps a runnable thread on this CPU waiting; a yield that
+   * took long means others want this CPU, and then the loop stops polling
+   * and sleeps, as KVM stops when another task is runnable (a sleeper is
+   * woken with priority; a yielder waits its turn behind the others).
    */
   #poll(until: number): number {
     for (;;) {
       const ready = this.#epoll.wait(0);
-      if (ready > 0 || performance.now() >= until) return ready;
+      const now = performance.now();
+      if (ready > 0 || now >= until) return ready;
       yieldCpu();
+      if (performance.now() - now > CONTENDED_YIELD_MS) return 0;
     }
   }
 

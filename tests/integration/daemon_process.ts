@@ -18,6 +18,8 @@ export interface DaemonOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** A directory the daemon owns (its sockets'): removed recursively on {@link DaemonProcess.stop}. */
   readonly tempDir?: string;
+  /** Flags for `deno run` before the entry module (e.g. `--v8-flags=…`), for benchmarks. */
+  readonly denoFlags?: readonly string[];
 }
 
 /** Options of {@link DaemonProcess.waitForLog}. */
@@ -60,7 +62,7 @@ export class DaemonProcess implements AsyncDisposable {
    * with the log, if the daemon exits first or takes over 20 s.
    */
   static async start(entry: string, options: DaemonOptions): Promise<DaemonProcess> {
-    const command = ["run", "--allow-all", entry, ...options.args];
+    const command = ["run", "--allow-all", ...(options.denoFlags ?? []), entry, ...options.args];
     const pinned = options.cpu !== undefined;
     const child = new Deno.Command(pinned ? "taskset" : Deno.execPath(), {
       args: pinned ? ["-c", String(options.cpu), Deno.execPath(), ...command] : command,
