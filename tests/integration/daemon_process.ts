@@ -20,6 +20,8 @@ export interface DaemonOptions {
   readonly tempDir?: string;
   /** How long the daemon may take to listen, in ms. Default 20 000 (more inside a slow guest). */
   readonly startTimeoutMs?: number;
+  /** Flags for `deno run` before the entry module (e.g. `--v8-flags=…`), for benchmarks. */
+  readonly denoFlags?: readonly string[];
 }
 
 /** Options of {@link DaemonProcess.waitForLog}. */
@@ -62,7 +64,7 @@ export class DaemonProcess implements AsyncDisposable {
    * with the log, if the daemon exits first or takes over `startTimeoutMs`.
    */
   static async start(entry: string, options: DaemonOptions): Promise<DaemonProcess> {
-    const command = ["run", "--allow-all", entry, ...options.args];
+    const command = ["run", "--allow-all", ...(options.denoFlags ?? []), entry, ...options.args];
     const pinned = options.cpu !== undefined;
     const child = new Deno.Command(pinned ? "taskset" : Deno.execPath(), {
       args: pinned ? ["-c", String(options.cpu), Deno.execPath(), ...command] : command,
