@@ -188,7 +188,7 @@ export interface BaseImage {
 
 /**
  * Makes sure the base image exists in podman's storage: present already,
- * imported from the cached tarball, or made with mmdebstrap (5-15 s) and
+ * imported from the cached tarball, or made with mmdebstrap (5-20 s) and
  * cached. Tagged `:latest` too.
  */
 export async function ensureBaseImage(options: BaseOptions = {}): Promise<BaseImage> {
