@@ -118,7 +118,7 @@ async function readAll(conn: Deno.Conn): Promise<Uint8Array<ArrayBuffer>> {
 
 const seconds = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
 
-Deno.test("container e2e: images from scratch serve a guest from inside podman, and stop cleanly", async () => {
+Deno.test("container e2e: every device's image builds; rng and vsock serve a guest from podman, then stop cleanly", async () => {
   await ensurePodman();
   const work = await Deno.makeTempDir({ prefix: "container-e2e-" });
   const previousConf = Deno.env.get("CONTAINERS_CONF");
