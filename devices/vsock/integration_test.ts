@@ -147,7 +147,7 @@ Deno.test("vsock: guest connects to <uds>_<port>; data both ways; clean close", 
       assert.equal(write(host, back), back.length);
       assert.deepEqual(stream.readBytes(back.length), back);
       // The guest closes: SHUTDOWN both, answered by RST; the host reads end of file.
-      stream.send(VIRTIO_VSOCK_OP_SHUTDOWN, undefined, BOTH);
+      stream.shutdown(BOTH);
       assert.equal(stream.nextControl().header.op, VIRTIO_VSOCK_OP_RST);
       assert.ok(hostSeesEof(guest, host));
       close(host);
@@ -243,7 +243,7 @@ Deno.test("vsock: half-close in each direction", async () => {
       setNonBlocking(host, true);
       // Guest SHUTDOWN SEND: the host reads end of file, and can still answer.
       stream.write(new TextEncoder().encode("request"));
-      stream.send(VIRTIO_VSOCK_OP_SHUTDOWN, undefined, VIRTIO_VSOCK_SHUTDOWN_F_SEND);
+      stream.shutdown(VIRTIO_VSOCK_SHUTDOWN_F_SEND);
       assert.deepEqual(new TextDecoder().decode(hostRead(guest, host, 7)), "request");
       assert.ok(hostSeesEof(guest, host));
       write(host, new TextEncoder().encode("reply"));
@@ -252,7 +252,7 @@ Deno.test("vsock: half-close in each direction", async () => {
       close(host);
       const last = stream.nextControl();
       assert.equal(last.header.op, VIRTIO_VSOCK_OP_SHUTDOWN);
-      stream.send(VIRTIO_VSOCK_OP_SHUTDOWN, undefined, BOTH);
+      stream.shutdown(BOTH);
       assert.equal(stream.nextControl().header.op, VIRTIO_VSOCK_OP_RST);
     } finally {
       close(listener);
@@ -395,7 +395,7 @@ Deno.test("vsock: short connections leave no descriptors behind", async () => {
         const a = guestConnect(guest, { listener, hostPort: 4000, guestPort: 60000 + i });
         a.stream.write(new Uint8Array([i & 0xff]));
         assert.deepEqual(hostRead(guest, a.host, 1), new Uint8Array([i & 0xff]));
-        a.stream.send(VIRTIO_VSOCK_OP_SHUTDOWN, undefined, BOTH);
+        a.stream.shutdown(BOTH);
         assert.equal(a.stream.nextControl().header.op, VIRTIO_VSOCK_OP_RST);
         close(a.host);
         const b = hostConnect(guest, { uds, guestPort: 7000 + i });

@@ -214,7 +214,15 @@ export async function startGuest(options: GuestOptions): Promise<Guest> {
 
 function qemuArgs(kit: GuestKit, options: GuestOptions, initrd: string): string[] {
   const memory = options.memoryMiB ?? (options.deno ? 1024 : 256);
-  const append = ["console=ttyS0", "quiet", "panic=-1", ...(options.kernelArgs ?? [])];
+  // no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer
+  // check can fail and panic the boot ("IO-APIC + timer doesn't work").
+  const append = [
+    "console=ttyS0",
+    "quiet",
+    "panic=-1",
+    "no_timer_check",
+    ...(options.kernelArgs ?? []),
+  ];
   return [
     ...(options.qemu?.args ?? []),
     "-machine",

@@ -70,10 +70,15 @@ export function hostSeesEof(guest: FakeGuest, fd: number): boolean {
 
 /** A guest-side stream connection with Linux-like credit bookkeeping. */
 export class GuestStream {
+  /** Payload bytes the guest sent. */
   sent = 0;
+  /** Payload bytes the guest received (its `fwd_cnt`). */
   received = 0;
+  /** The peer's last advertised `buf_alloc`. */
   peerBufAlloc = 0;
+  /** The peer's last advertised `fwd_cnt`. */
   peerFwdCnt = 0;
+  /** Payloads received, in order. */
   readonly data: Uint8Array[] = [];
 
   /** The guest's end of a connection between its `port` and the peer's `peerPort`. */
@@ -93,16 +98,28 @@ export class GuestStream {
   /** The guest's receive buffer, advertised as `buf_alloc`. */
   readonly bufAlloc: number;
 
+  /** Bytes the guest may still send (§5.10.6.3). */
   get peerCredit(): number {
     return this.peerBufAlloc - (this.sent - this.peerFwdCnt);
   }
 
+  /** Whether `p` belongs to this connection. */
   matches(p: Packet): boolean {
     return p.header.srcCid === VMADDR_CID_HOST && p.header.srcPort === this.peerPort &&
       p.header.dstPort === this.port;
   }
 
-  send(op: number, payload: Uint8Array = new Uint8Array(0), flags = 0): void {
+  /** Sends `op` on this connection with the guest's current credit fields. */
+  send(op: number, payload: Uint8Array = new Uint8Array(0)): void {
+    this.#send(op, { payload, flags: 0 });
+  }
+
+  /** Sends SHUTDOWN with `flags` (VIRTIO_VSOCK_SHUTDOWN_F_*). */
+  shutdown(flags: number): void {
+    this.#send(VIRTIO_VSOCK_OP_SHUTDOWN, { payload: new Uint8Array(0), flags });
+  }
+
+  #send(op: number, { payload, flags }: { payload: Uint8Array; flags: number }): void {
     this.guest.send({
       op,
       srcPort: this.port,
@@ -163,6 +180,7 @@ export class GuestStream {
   }
 }
 
+/** The parts joined into one array. */
 export function concat(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
@@ -173,6 +191,7 @@ export function concat(parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
+/** `length` pseudo-random bytes (xorshift from `seed`), the same for the same seed. */
 export function pattern(length: number, seed: number): Uint8Array {
   const out = new Uint8Array(length);
   let x = seed >>> 0 || 1;

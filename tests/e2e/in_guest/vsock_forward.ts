@@ -115,7 +115,7 @@ Deno.test("vsock forwarding inside a guest: both directions, half-close, resets"
 
       // 3. Half-close: the guest stops sending; the listener reads end of file
       // and can still answer; then it closes and the guest is told.
-      outbound.send(VIRTIO_VSOCK_OP_SHUTDOWN, undefined, VIRTIO_VSOCK_SHUTDOWN_F_SEND);
+      outbound.shutdown(VIRTIO_VSOCK_SHUTDOWN_F_SEND);
       assert.ok(hostSeesEof(guest, program), "the listener sees end of file");
       const late = pattern(1000, 15);
       assert.equal(write(program, late), late.length);
@@ -148,7 +148,7 @@ Deno.test("vsock forwarding inside a guest: both directions, half-close, resets"
       close(turnedAway);
 
       // The first connection closes cleanly from the guest's side.
-      inbound.stream.send(VIRTIO_VSOCK_OP_SHUTDOWN, undefined, BOTH);
+      inbound.stream.shutdown(BOTH);
       assert.ok(hostSeesEof(guest, inbound.fd));
       close(inbound.fd);
     } finally {
