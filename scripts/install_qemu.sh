@@ -11,8 +11,9 @@ die() {
 
 export DEBIAN_FRONTEND=noninteractive
 # Host tools from bookworm: cpio/gzip/xz pack the initramfs, kmod runs depmod,
-# gcc/make/binutils build the out-of-tree modules, socat serves guest tests.
-host_packages=(cpio gzip xz-utils kmod gcc make libc6-dev binutils socat)
+# gcc/make/binutils build the out-of-tree modules, socat serves guest tests,
+# i2c-tools (i2cdetect, i2cget, i2cset, i2ctransfer, i2cdump) drive the i2c guest tests.
+host_packages=(cpio gzip xz-utils kmod gcc make libc6-dev binutils socat i2c-tools)
 backports=/etc/apt/sources.list.d/bookworm-backports.sources
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
