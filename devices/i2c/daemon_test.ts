@@ -4,110 +4,24 @@
 import assert from "node:assert/strict";
 import { bit, ProtocolFeature as P } from "../../core/protocol/constants.ts";
 import { VHOST_USER_F_PROTOCOL_FEATURES } from "../../core/protocol/constants.ts";
+import type { Chain } from "../../tests/frontend/mod.ts";
 import {
-  VIRTIO_F_VERSION_1,
-  VIRTIO_RING_F_EVENT_IDX,
-  VIRTIO_RING_F_INDIRECT_DESC,
-} from "../../core/virtio/features.ts";
-import {
-  type Chain,
-  DriverMemory,
-  DriverQueue,
-  type UsedBuffer,
-  VhostUserFrontend,
-} from "../../tests/frontend/mod.ts";
-import {
-  VIRTIO_I2C_F_ZERO_LENGTH_REQUEST,
   VIRTIO_I2C_FLAGS_FAIL_NEXT,
   VIRTIO_I2C_FLAGS_M_RD,
   VIRTIO_I2C_MSG_ERR,
   VIRTIO_I2C_MSG_OK,
 } from "./request.ts";
 import { REGISTER_ID } from "./simulated.ts";
-import { startI2cDaemon } from "./testing.ts";
-
-const FEATURES = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_INDIRECT_DESC) |
-  bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_I2C_F_ZERO_LENGTH_REQUEST);
+import {
+  DRIVER_FEATURES as FEATURES,
+  i2cSession as session,
+  outHeader as header,
+  startI2cDaemon,
+  transferChains as transfer,
+} from "./testing.ts";
 const EEPROM = 0x50;
 const REGS = 0x20;
 const SIMULATED = ["--simulated-device", `eeprom@${EEPROM}`, "--simulated-device", "regs@0x20"];
-
-/** One message of a transfer, as i2c_msg. */
-interface Msg {
-  readonly address: number;
-  /** Bytes to write. */
-  readonly write?: number[];
-  /** Bytes to read. */
-  readonly read?: number;
-}
-
-function header(addr: number, flags: number): Uint8Array {
-  const out = new Uint8Array(8);
-  const view = new DataView(out.buffer);
-  view.setUint16(0, addr, true);
-  view.setUint32(4, flags, true);
-  return out;
-}
-
-/** The chains of one i2c_transfer, as virtio_i2c_prepare_reqs builds them. */
-function transfer(...messages: Msg[]): Chain[] {
-  return messages.map((m, i) => {
-    const read = m.read !== undefined;
-    const flags = (read ? VIRTIO_I2C_FLAGS_M_RD : 0) |
-      (i < messages.length - 1 ? VIRTIO_I2C_FLAGS_FAIL_NEXT : 0);
-    const hdr = header(m.address << 1, flags);
-    if (read) return { readable: [hdr], writable: m.read ? [m.read, 1] : [1] };
-    const data = Uint8Array.from(m.write ?? []);
-    return { readable: data.length ? [hdr, data] : [hdr], writable: [1] };
-  });
-}
-
-async function session(socket: string) {
-  const frontend = await VhostUserFrontend.connect(socket);
-  const memory = new DriverMemory({ size: 4 << 20 });
-  const queue = new DriverQueue(memory, { size: 256, eventIdx: true });
-  const init = frontend.init();
-  frontend.start({ memory, queues: [queue], features: FEATURES });
-  const collect = (count: number, timeoutMs = 5000): UsedBuffer[] => {
-    const out: UsedBuffer[] = [];
-    const deadline = performance.now() + timeoutMs;
-    while (out.length < count) {
-      out.push(...queue.takeUsed());
-      if (out.length >= count) break;
-      const left = deadline - performance.now();
-      if (left <= 0 || !frontend.waitForCall(0, left)) break;
-    }
-    return out;
-  };
-  /** Submits chains, kicks once, returns them used, in order. */
-  const run = (chains: Chain[]): UsedBuffer[] => {
-    for (const chain of chains) queue.add(chain);
-    queue.publish();
-    if (queue.needsKick()) frontend.kick(0);
-    const used = collect(chains.length);
-    assert.equal(used.length, chains.length, "every chain comes back");
-    return used;
-  };
-  /** Runs one i2c_transfer: per message its status and (for reads) the data read. */
-  const xfer = (...messages: Msg[]): { status: number; data: number[]; length: number }[] =>
-    run(transfer(...messages)).map((u) => ({
-      status: u.data[u.length - 1],
-      data: [...u.data.subarray(0, u.length - 1)],
-      length: u.length,
-    }));
-  return {
-    init,
-    queue,
-    run,
-    xfer,
-    collect,
-    frontend,
-    close(): void {
-      frontend.close();
-      memory.close();
-    },
-  };
-}
 
 const OK = VIRTIO_I2C_MSG_OK;
 const ERR = VIRTIO_I2C_MSG_ERR;
