@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { bit, ProtocolFeature as P } from "../../core/protocol/constants.ts";
 import { VHOST_USER_F_PROTOCOL_FEATURES } from "../../core/protocol/constants.ts";
+import { VIRTIO_F_NOTIFY_ON_EMPTY } from "../../core/virtio/features.ts";
 import type { Chain } from "../../tests/frontend/mod.ts";
 import {
   VIRTIO_I2C_FLAGS_FAIL_NEXT,
@@ -30,7 +31,10 @@ Deno.test("i2c daemon: features, a bus scan finds exactly the configured clients
   await using daemon = await startI2cDaemon(SIMULATED);
   const s = await session(`${daemon.socketPrefix}0`);
   try {
-    assert.equal(s.init.features, FEATURES | bit(VHOST_USER_F_PROTOCOL_FEATURES));
+    assert.equal(
+      s.init.features,
+      FEATURES | bit(VIRTIO_F_NOTIFY_ON_EMPTY) | bit(VHOST_USER_F_PROTOCOL_FEATURES),
+    );
     assert.equal(
       s.init.protocolFeatures,
       bit(P.MQ) | bit(P.REPLY_ACK) | bit(P.CONFIGURE_MEM_SLOTS),
