@@ -15,6 +15,7 @@ import { SplitQueue } from "../../core/virtio/split_queue.ts";
 import { type I2cAdapter, I2cBus, type I2cMessage, type TransferResult } from "./adapter.ts";
 import { I2cDevice, REQUESTQ } from "./device.ts";
 import {
+  VIRTIO_I2C_F_ZERO_LENGTH_REQUEST,
   VIRTIO_I2C_FLAGS_FAIL_NEXT as FAIL_NEXT,
   VIRTIO_I2C_FLAGS_M_RD as M_RD,
   VIRTIO_I2C_MSG_ERR as ERR,
@@ -45,7 +46,7 @@ class RecordingAdapter implements I2cAdapter {
   close(): void {}
 }
 
-function rig(adapters: I2cAdapter[]) {
+function rig(adapters: I2cAdapter[], options: { features?: bigint } = {}) {
   const bytes = new Uint8Array(new ArrayBuffer(0x10000));
   const view = new DataView(bytes.buffer);
   const region = new MemoryRegion(
@@ -77,6 +78,7 @@ function rig(adapters: I2cAdapter[]) {
     memory: () => null,
     configChanged: () => {},
   };
+  device.acknowledgeFeatures(options.features ?? 1n << BigInt(VIRTIO_I2C_F_ZERO_LENGTH_REQUEST));
   device.activate(context);
   let nextDesc = 0;
   let availIdx = 0;
@@ -188,5 +190,14 @@ Deno.test("i2c device: a group completed by a later kick is one transfer; an unc
   r.device.onKick(REQUESTQ);
   assert.deepEqual(host.transfers[1], ["w1@50"]);
   assert.deepEqual(r.statuses().slice(2), [OK, ERR, ERR]);
+  r.close();
+});
+
+Deno.test("i2c device: a driver without ZERO_LENGTH_REQUEST is named in the log (§5.18.3)", () => {
+  const quiet = rig([]);
+  assert.ok(!quiet.lines.some((l) => l.includes("ZERO_LENGTH_REQUEST")));
+  quiet.close();
+  const r = rig([], { features: 0n });
+  assert.ok(r.lines.some((l) => /WARN.*did not accept VIRTIO_I2C_F_ZERO_LENGTH_REQUEST/.test(l)));
   r.close();
 });
