@@ -57,7 +57,7 @@ async function throughDaemon(socket: string, transfers: number): Promise<number>
  * (on a shared machine the wall time includes waiting for a CPU).
  */
 function inProcess(transfers: number): { wall: number; cpu: number } {
-  const chains = transferChains({ address: EEPROM, write: [0] }, { address: EEPROM, read: 1 });
+  const chains = transferChains([{ address: EEPROM, write: [0] }, { address: EEPROM, read: 1 }]);
   const bytes = new Uint8Array(4096);
   const region = new MemoryRegion(
     { guestPhysAddr: 0, memorySize: bytes.length, userspaceAddr: 0, mmapOffset: 0 },

@@ -107,8 +107,8 @@ Deno.test("i2c daemon: features, a bus scan finds exactly the configured clients
     );
     // Two transfers in one kick are two groups: the first's failure does not touch the second.
     const used = s.run([
-      ...transfer({ address: 0x33, write: [1] }),
-      ...transfer({ address: EEPROM, write: [0x10] }, { address: EEPROM, read: 1 }),
+      ...transfer([{ address: 0x33, write: [1] }]),
+      ...transfer([{ address: EEPROM, write: [0x10] }, { address: EEPROM, read: 1 }]),
     ]);
     assert.deepEqual(used.map((u) => u.data[u.length - 1]), [ERR, OK, OK]);
     assert.equal(used[2].data[0], 1);
@@ -155,7 +155,10 @@ Deno.test("i2c daemon: hostile requests get an error status and a log line; the 
     assert.match(daemon.log, /no device-writable byte for the status/);
 
     // A malformed request inside a group fails the whole group before anything runs.
-    const group = transfer({ address: EEPROM, write: [0x60, 0xaa] }, { address: EEPROM, read: 1 });
+    const group = transfer([{ address: EEPROM, write: [0x60, 0xaa] }, {
+      address: EEPROM,
+      read: 1,
+    }]);
     const bad = { readable: [header(EEPROM << 1, 0x40)], writable: [1] };
     const used = s.run([group[0], bad]);
     assert.deepEqual(used.map((u) => u.data[u.length - 1]), [ERR, ERR]);

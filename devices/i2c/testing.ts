@@ -86,7 +86,7 @@ export function outHeader(addr: number, flags: number): Uint8Array {
 }
 
 /** The chains of one `i2c_transfer`, as Linux's `virtio_i2c_prepare_reqs` builds them. */
-export function transferChains(...messages: Msg[]): Chain[] {
+export function transferChains(messages: readonly Msg[]): Chain[] {
   return messages.map((m, i) => {
     const read = m.read !== undefined;
     const flags = (read ? VIRTIO_I2C_FLAGS_M_RD : 0) |
@@ -152,7 +152,7 @@ export async function i2cSession(socket: string): Promise<I2cSession> {
     init,
     run,
     xfer: (...messages: Msg[]): MsgResult[] =>
-      run(transferChains(...messages)).map((u) => ({
+      run(transferChains(messages)).map((u) => ({
         status: u.data[u.length - 1],
         data: [...u.data.subarray(0, u.length - 1)],
         length: u.length,
