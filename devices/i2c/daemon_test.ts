@@ -105,6 +105,30 @@ Deno.test("i2c daemon: features, a bus scan finds exactly the configured clients
       }).map((r) => r.status),
       [OK, ERR, ERR],
     );
+    // Indirect tables, and the header and data split across descriptors: the layout is free.
+    const [indirectWrite, indirectRead] = transfer([
+      { address: EEPROM, write: [0x20, 0xc1, 0xc2] },
+      { address: EEPROM, read: 2 },
+    ]).map((c) => ({ ...c, indirect: true }));
+    const alone = header(EEPROM << 1, 0);
+    const split = {
+      readable: [
+        alone.subarray(0, 3),
+        alone.subarray(3),
+        Uint8Array.of(0x20),
+        Uint8Array.of(0xc1, 0xc2),
+      ],
+      writable: [1],
+    };
+    assert.deepEqual(s.run([split]).map((u) => u.data[0]), [OK]);
+    assert.deepEqual(
+      s.run([
+        { ...indirectWrite, readable: [indirectWrite.readable[0], Uint8Array.of(0x20)] },
+        indirectRead,
+      ])
+        .map((u) => [...u.data.subarray(0, u.length)]),
+      [[OK], [0xc1, 0xc2, OK]],
+    );
     // Two transfers in one kick are two groups: the first's failure does not touch the second.
     const used = s.run([
       ...transfer([{ address: 0x33, write: [1] }]),
