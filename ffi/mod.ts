@@ -16,3 +16,4 @@ export * from "./memory.ts";
 export * from "./socket.ts";
 export * from "./vsock.ts";
 export * from "./sched.ts";
+export * from "./i2c_dev.ts";

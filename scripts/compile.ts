@@ -29,6 +29,8 @@ export const DEVICE_PERMISSIONS: Readonly<Record<string, readonly string[]>> = {
     "--allow-write",
     "--allow-env=RUST_LOG,LOG_TOKENS,LOG_STREAM",
   ],
+  // Reads adapter names in /sys/bus/i2c/devices; /dev/i2c-N is opened through libc.
+  i2c: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
 };
 
 /**

@@ -50,6 +50,7 @@ Deno.test("compile: every device folder has a permission entry", () => {
   const root = new URL("..", import.meta.url).pathname;
   const devices = discoverDevices(root);
   assert.ok(devices.includes("rng"));
+  assert.ok(devices.includes("i2c"));
   for (const name of devices) assert.doesNotThrow(() => compileArgs(name), name);
 });
 

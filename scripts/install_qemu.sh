@@ -13,6 +13,8 @@ export DEBIAN_FRONTEND=noninteractive
 # Host tools from bookworm: cpio/gzip/xz pack the initramfs, kmod runs depmod,
 # gcc/make/binutils build the out-of-tree modules, socat serves guest tests.
 host_packages=(cpio gzip xz-utils kmod gcc make libc6-dev binutils socat)
+# i2c-tools (i2cdetect, i2cget, i2cset, i2ctransfer, i2cdump) drive the i2c guest tests.
+host_packages+=(i2c-tools)
 # The container images (scripts/container.ts): podman builds and runs them, mmdebstrap makes
 # their Debian base, runc runs them (crun 1.8.1 refuses some hosts' cgroup layout).
 host_packages+=(podman mmdebstrap runc)

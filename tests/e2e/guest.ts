@@ -144,7 +144,7 @@ export function ensureGuestKit(): Promise<GuestKit> {
 }
 
 async function buildKit(): Promise<GuestKit> {
-  const hostTools = ["qemu-system-x86_64", "cpio", "gzip", "xz", "depmod"];
+  const hostTools = ["qemu-system-x86_64", "cpio", "gzip", "xz", "depmod", "i2cdetect"];
   if (hostTools.some((tool) => findOnPath(tool) === undefined)) {
     await runScript("install_qemu.sh");
   }
