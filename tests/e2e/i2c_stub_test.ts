@@ -10,7 +10,6 @@ Deno.test("i2c e2e: the daemon on i2c-stub through i2c-dev, inside a guest", asy
   const result = await bootGuest({
     deno: true,
     // A host this loaded can make the kernel's IO-APIC timer check fail under TCG (a panic).
-    kernelArgs: ["no_timer_check"],
     // Deno compiling the daemon and the tests under TCG takes most of the run.
     timeoutMs: 420_000,
     modules: ["i2c_dev"],

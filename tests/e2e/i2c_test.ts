@@ -56,7 +56,6 @@ Deno.test("i2c e2e: i2c-tools and at24 through i2c-virtio; EEPROM data survives 
       modules: ["i2c_virtio", "i2c_dev", "at24"],
       tools: I2C_TOOLS,
       // A host this loaded can make the kernel's IO-APIC timer check fail under TCG (a panic).
-      kernelArgs: ["no_timer_check"],
       qemuArgs: [
         "-chardev",
         `socket,id=c0,path=${socket}`,
