@@ -61,7 +61,7 @@ export function parseDecimal(text: string): Decimal | null {
   if (!match || (match[2] + (match[3] ?? "")).length === 0) return null;
   const fraction = match[3] ?? "";
   const mantissa = BigInt(`${match[1]}${match[2] || "0"}${fraction}`);
-  return { mantissa, exponent: -fraction.length };
+  return { mantissa, exponent: fraction.length === 0 ? 0 : -fraction.length };
 }
 
 /** How raw readings become SCMI values: value = (raw × rawFactor + offsetTerm) × scale, then shifted. */
