@@ -29,6 +29,8 @@ export const DEVICE_PERMISSIONS: Readonly<Record<string, readonly string[]>> = {
     "--allow-write",
     "--allow-env=RUST_LOG,LOG_TOKENS,LOG_STREAM",
   ],
+  // Reads IIO sysfs files (any path given with -d iio,path=…) and removes its socket file.
+  scmi: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
 };
 
 /** Options of {@link compileArgs}. */

@@ -5,7 +5,13 @@
 // Run: deno test --allow-all tests/e2e/scmi_test.ts
 import assert from "node:assert/strict";
 import { startScmiDaemon, writeIioDevice } from "../../devices/scmi/testing.ts";
-import { assertGuestSucceeded, consoleTail, type GuestOptions, startGuest } from "./guest.ts";
+import {
+  assertGuestSucceeded,
+  consoleTail,
+  type GuestOptions,
+  type GuestResult,
+  startGuest,
+} from "./guest.ts";
 
 /** The devicetree node the virtio transport binds to (guest-devices facts: /firmware/scmi). */
 const SCMI_NODE = `
@@ -40,30 +46,134 @@ function scmiGuest(socket: string, script: string): GuestOptions {
   };
 }
 
-Deno.test("scmi e2e: smoke", async () => {
+function check(condition: boolean, message: string, result: GuestResult): void {
+  if (!condition) {
+    throw new Error(`${message}\nlast console lines:\n${consoleTail(result.console, 60)}`);
+  }
+}
+
+/** Finds the scmi-hwmon and scmi_iio devices, and the core's probe line. */
+const FIND = `
+  echo "@@RESULT probe $(dmesg | grep -o "SCMI Protocol v[0-9.]* '[^']*' Firmware version 0x[0-9a-f]*")"
+  h=; for x in /sys/class/hwmon/hwmon*; do [ "$(cat $x/name)" = scmi_sensors ] && h=$x; done
+  d=; for x in /sys/bus/iio/devices/iio:device*; do [ "$(cat $x/name)" = acc0 ] && d=$x; done
+  echo "@@RESULT found hwmon=$h iio=$d"
+`;
+
+Deno.test("scmi e2e: an aarch64 guest's SCMI stack reads fake and IIO sensors, gets notifications, survives a QEMU restart", async () => {
   await using daemon = await startScmiDaemon([
     "-d",
     "fake,name=acc0",
     "-d",
     "iio,path={dir}/iio0,channel=in_temp,name=board",
+    "-d",
+    "iio,path={dir}/iio0,channel=in_voltage0,name=vdd",
   ], {
-    logLevel: "debug",
-    prepare: (dir) => writeIioDevice(`${dir}/iio0`, { in_temp_raw: "2512", in_temp_scale: "10" }),
+    prepare: (dir) =>
+      writeIioDevice(`${dir}/iio0`, {
+        name: "test-adc",
+        in_temp_raw: "2512",
+        in_temp_scale: "10",
+        in_voltage0_raw: "1234",
+        in_voltage_scale: "0.5",
+      }),
   });
-  await using guest = await startGuest(scmiGuest(
+  const t0 = performance.now();
+  const phase = (name: string) =>
+    console.log(`${name}: ${((performance.now() - t0) / 1000).toFixed(1)} s into the test`);
+  const first = await startGuest(scmiGuest(
     daemon.socket,
-    `
-    dmesg | grep -i scmi
-    ls /sys/class/hwmon/ /sys/bus/iio/devices/
-    for h in /sys/class/hwmon/hwmon*; do echo "$h $(cat $h/name)"; ls $h; cat $h/temp1_input; done
-    d=/sys/bus/iio/devices/iio:device0
-    ls $d
-    cat $d/name $d/in_accel_x_raw $d/in_accel_x_raw $d/in_accel_scale
-  `,
+    `${FIND}
+    # scmi-hwmon: milli-degrees and milli-volts, = (raw + offset) x scale of the files.
+    echo "@@RESULT labels $(cat $h/temp1_label) $(cat $h/in0_label)"
+    echo "@@RESULT temp $(cat $h/temp1_input)"
+    echo "@@RESULT volt $(cat $h/in0_input)"
+    echo "@@READY"
+    i=0
+    while [ "$(cat $h/temp1_input)" = 25120 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+    echo "@@RESULT temp_changed $(cat $h/temp1_input)"
+    echo "@@GONE?"
+    i=0
+    while cat $h/in0_input >/dev/null 2>&1 && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+    cat $h/in0_input >/dev/null 2>&1 && echo "@@RESULT volt_gone no" || echo "@@RESULT volt_gone yes"
+    # scmi_iio: the fake accelerometer, live.
+    echo "@@RESULT accel $(cat $d/in_accel_x_raw) $(cat $d/in_accel_x_raw) $(cat $d/in_accel_y_raw)"
+    echo "@@RESULT accel_scale $(cat $d/in_accel_x_scale)"
+    echo "@@RESULT accel_freq $(cat $d/in_accel_sampling_frequency)"
+    # Notifications: enabling the IIO buffer makes scmi_iio enable the sensor;
+    # SENSOR_UPDATE messages on the eventq become scans (3 x s64 + timestamp).
+    for c in x y z; do echo 1 > $d/scan_elements/in_accel_\${c}_en; done
+    echo 1 > $d/scan_elements/in_timestamp_en
+    echo 1 > $d/buffer/enable
+    timeout 30 head -c 96 /dev/$(basename $d) > /tmp/scan
+    echo 0 > $d/buffer/enable
+    echo "@@RESULT scan_bytes $(wc -c < /tmp/scan)"
+    echo "@@RESULT scan $(od -An -v -t d8 /tmp/scan | tr -s ' \n' ' ')"
+    `,
   ));
-  const result = await guest.result;
-  console.log(result.console);
-  console.log(daemon.log.slice(-3000));
-  assertGuestSucceeded(result);
-  assert.ok(consoleTail(result.console));
+  phase("QEMU 1 started");
+  try {
+    await first.waitFor("@@READY", { timeoutMs: 120_000 });
+    Deno.writeTextFileSync(`${daemon.dir}/iio0/in_temp_raw`, "2600\n");
+    await first.waitFor("@@GONE?", { timeoutMs: 60_000 });
+    Deno.removeSync(`${daemon.dir}/iio0/in_voltage0_raw`);
+  } finally {
+    await first.result;
+  }
+  const one = await first.result;
+  console.log(
+    `boot 1: ${(one.totalMs / 1000).toFixed(1)} s (script started after ${
+      ((one.bootMs ?? 0) / 1000).toFixed(1)
+    } s)`,
+  );
+  assertGuestSucceeded(one);
+  const r = one.results;
+  check(
+    r.probe === "SCMI Protocol v2.0 'rust-vmm:deno' Firmware version 0x100",
+    `probe: ${r.probe}`,
+    one,
+  );
+  check(/hwmon=\/sys\S+ iio=\/sys\S+/.test(r.found ?? ""), `found: ${r.found}`, one);
+  assert.equal(r.labels, "board vdd");
+  // 2512 x 10 m°C; 1234 x 0.5 mV.
+  assert.equal(r.temp, "25120");
+  assert.equal(r.volt, "617");
+  assert.equal(r.temp_changed, "26000", "each hwmon read is a live SENSOR_READING_GET");
+  assert.equal(r.volt_gone, "yes", "a vanished file is a failed read in the guest");
+  const [x1, x2, y] = (r.accel ?? "").split(" ").map(Number);
+  check(x2 > x1 && y > x2, `accel readings ${r.accel} do not change`, one);
+  // 10^-3 m/s² per unit.
+  assert.equal(r.accel_scale, "0.001000000");
+  assert.equal(r.accel_freq, "10.000000", "100 ms update interval");
+  assert.equal(r.scan_bytes, "96", "three scans from SENSOR_UPDATE notifications");
+  const scan = (r.scan ?? "").trim().split(" ").map(Number);
+  const xs = [scan[0], scan[4], scan[8]];
+  check(xs[0] < xs[1] && xs[1] < xs[2], `scan x values ${xs} not increasing`, one);
+  assert.deepEqual([scan[1] - scan[0], scan[2] - scan[0]], [1000, 2000]);
+  await daemon.waitForLog("waiting for a front-end");
+  phase("boot 1 checked");
+  const fds = daemon.fdCount();
+
+  // A QEMU restart against the same daemon: a fresh SCMI probe, readings again.
+  Deno.writeTextFileSync(`${daemon.dir}/iio0/in_voltage0_raw`, "2000\n");
+  await using second = await startGuest(scmiGuest(
+    daemon.socket,
+    `${FIND}
+    echo "@@RESULT temp $(cat $h/temp1_input)"
+    echo "@@RESULT volt $(cat $h/in0_input)"
+    echo "@@RESULT accel $(cat $d/in_accel_x_raw)"
+    `,
+  ));
+  phase("QEMU 2 started");
+  const two = await second.result;
+  console.log(`boot 2: ${(two.totalMs / 1000).toFixed(1)} s`);
+  assertGuestSucceeded(two);
+  check(two.results.probe === r.probe, `probe after restart: ${two.results.probe}`, two);
+  assert.equal(two.results.temp, "26000");
+  assert.equal(two.results.volt, "1000");
+  check(Number(two.results.accel) > x2, `accel after restart: ${two.results.accel}`, two);
+  await daemon.waitForLog("waiting for a front-end", { count: 2 });
+  assert.equal(daemon.fdCount(), fds, "no fd leak across QEMU sessions");
+  assert.ok(daemon.running);
+  phase("boot 2 checked");
 });
