@@ -199,3 +199,42 @@ Deno.test("scmi daemon: both protocols over the cmdq, notifications on the event
     throw error;
   }
 });
+
+Deno.test("scmi daemon: a reading that blocks on the host does not block other commands", async () => {
+  await using daemon = await startScmiDaemon([
+    "-d",
+    "iio,path={dir}/iio0,channel=in_voltage0",
+  ], {
+    prepare: async (dir) => {
+      writeIioDevice(`${dir}/iio0`, { in_voltage_scale: "1" });
+      // A FIFO: reading it waits until the test writes, as a slow conversion would.
+      const made = await new Deno.Command("mkfifo", { args: [`${dir}/iio0/in_voltage0_raw`] })
+        .output();
+      assert.ok(made.success);
+    },
+  });
+  const s = await session(daemon.socket);
+  try {
+    const read = new MessageWriter().u32(encodeHeader({
+      messageId: 6,
+      messageType: 0,
+      protocolId: SCMI_PROTOCOL_SENSOR,
+      token: 77,
+    })).u32(0).u32(0).finish();
+    s.submit(s.cmdq, CMDQ, { readable: [read], writable: [PDU] });
+    // Served while the reading waits.
+    assert.equal(s.command(SCMI_PROTOCOL_BASE, 0).u32(0), 0x20000);
+    assert.equal(s.command(SCMI_PROTOCOL_SENSOR, 1).u32(0), 1);
+    const fifo = await Deno.open(`${daemon.dir}/iio0/in_voltage0_raw`, { write: true });
+    await fifo.write(new TextEncoder().encode("1500\n"));
+    fifo.close();
+    const [used] = s.collect(s.cmdq, CMDQ, 1);
+    assert.ok(used, "the reading's answer comes when the host has it");
+    const view = new DataView(used.data.buffer, used.data.byteOffset, used.length);
+    assert.equal(decodeHeader(view.getUint32(0, true)).token, 77);
+    // 1500 mV = 1500 × 10^-3 V.
+    assert.deepEqual([view.getInt32(4, true), view.getBigInt64(8, true)], [0, 1500n]);
+  } finally {
+    s.close();
+  }
+});

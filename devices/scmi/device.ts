@@ -11,14 +11,18 @@
 import type { DeviceContext, VirtioDevice } from "../../core/device.ts";
 import type { Logger } from "../../core/log.ts";
 import { bit, ProtocolFeature as P } from "../../core/protocol/constants.ts";
-import { readSlices, writeSlices } from "../../core/virtio/descriptor_chain.ts";
+import {
+  type DescriptorChain,
+  readSlices,
+  writeSlices,
+} from "../../core/virtio/descriptor_chain.ts";
 import {
   VIRTIO_F_NOTIFY_ON_EMPTY,
   VIRTIO_F_VERSION_1,
   VIRTIO_RING_F_EVENT_IDX,
   VIRTIO_RING_F_INDIRECT_DESC,
 } from "../../core/virtio/features.ts";
-import { serveAvailable } from "../../core/virtio/split_queue.ts";
+import type { SplitQueue } from "../../core/virtio/split_queue.ts";
 import { BaseProtocol } from "./base_protocol.ts";
 import { SCMI_PROTOCOL_SENSOR } from "./message.ts";
 import { ScmiPlatform } from "./platform.ts";
@@ -64,6 +68,8 @@ export class ScmiDevice implements VirtioDevice {
   #p2a = false;
   #passDeferred = false;
   #eventsRejected = 0;
+  /** Bumped when the cmdq's buffers go away (ring stopped, reset): late answers are dropped. */
+  #generation = 0;
 
   /** A device serving `options.sensors`. */
   constructor(options: ScmiDeviceOptions) {
@@ -76,6 +82,7 @@ export class ScmiDevice implements VirtioDevice {
 
   activate(context: DeviceContext): void {
     this.#context = context;
+    this.#generation++;
     this.#sensorProtocol?.close();
     this.#sensorProtocol = new SensorProtocol({
       sensors: this.#options.sensors,
@@ -95,7 +102,12 @@ export class ScmiDevice implements VirtioDevice {
     if (queue === CMDQ) this.#serveCommands();
   }
 
+  queueStopped(queue: number): void {
+    if (queue === CMDQ) this.#generation++;
+  }
+
   reset(): void {
+    this.#generation++;
     this.#sensorProtocol?.close();
     this.#sensorProtocol = null;
     this.#platform = null;
@@ -108,21 +120,55 @@ export class ScmiDevice implements VirtioDevice {
     const platform = this.#platform;
     const queue = context?.queue(CMDQ);
     if (!context || !platform || !queue) return;
-    const pass = serveAvailable(queue, (chain) => {
-      // §5.21.6.1: the request is device-readable, the response device-writable.
-      const request = readSlices(chain.readable, {
-        length: Math.min(chain.readableLength, MAX_REQUEST_SIZE),
-      });
-      const response = platform.handle(request, chain.writableLength);
-      return response === null ? 0 : writeSlices(chain.writable, response);
-    }, { budget: BUDGET });
-    if (pass.more && !this.#passDeferred) {
-      this.#passDeferred = true;
-      context.loop.defer(() => {
-        this.#passDeferred = false;
-        this.#serveCommands();
-      });
-    }
+    let served = 0;
+    do {
+      queue.disableNotification();
+      for (let chain = queue.next(); chain !== null; chain = queue.next()) {
+        // §5.21.6.1: the request is device-readable, the response device-writable.
+        const request = readSlices(chain.readable, {
+          length: Math.min(chain.readableLength, MAX_REQUEST_SIZE),
+        });
+        const response = platform.handle(request, chain.writableLength);
+        if (response instanceof Promise) this.#answerLater(context, queue, chain, response);
+        else {queue.addUsed(
+            chain.head,
+            response === null ? 0 : writeSlices(chain.writable, response),
+          );}
+        // A guest that keeps the ring full gets its turn, then the other fds theirs.
+        if (++served >= BUDGET && queue.hasAvailable()) {
+          queue.notify();
+          if (!this.#passDeferred) {
+            this.#passDeferred = true;
+            context.loop.defer(() => {
+              this.#passDeferred = false;
+              this.#serveCommands();
+            });
+          }
+          return;
+        }
+      }
+    } while (queue.enableNotification());
+    queue.notify();
+  }
+
+  /**
+   * Returns `chain` when its answer, waiting for host I/O, is ready; other
+   * commands are served meanwhile (the used ring may be out of order,
+   * §2.7.8; Linux matches responses by their header's token).
+   */
+  #answerLater(
+    context: DeviceContext,
+    queue: SplitQueue,
+    chain: DescriptorChain,
+    response: Promise<Uint8Array | null>,
+  ): void {
+    const generation = this.#generation;
+    void context.loop.track(response).then((bytes) => {
+      // The ring stopped or the connection ended meanwhile: its buffers are gone.
+      if (generation !== this.#generation || context.queue(CMDQ) !== queue) return;
+      queue.addUsed(chain.head, bytes === null ? 0 : writeSlices(chain.writable, bytes));
+      queue.notify();
+    });
   }
 
   /** Puts a notification in the next eventq buffer; false when there is none (§5.21.6.2). */

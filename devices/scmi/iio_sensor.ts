@@ -4,8 +4,9 @@
  * `_offset`), converted from IIO's units (Documentation/ABI/testing/
  * sysfs-bus-iio: value = (raw + offset) × scale, in e.g. m/s², milli °C,
  * mV, mA, kPa) to the SCMI unit and a power-of-ten multiplier (DEN0056
- * §4.7.2.5). The raw value is read on every request, so a vanished file
- * is a failed reading, not a crash; scale and offset are read once at start.
+ * §4.7.2.5). The raw value is read on every request, asynchronously (on a
+ * real device the read can wait for a conversion), so a vanished file is a
+ * failed reading, not a crash; scale and offset are read once at start.
  *
  * @module
  */
@@ -210,11 +211,11 @@ export class IioSensor implements Sensor {
     );
   }
 
-  read(): readonly bigint[] {
-    return this.#sources.map(({ rawFile, conversion }) => {
+  read(): Promise<readonly bigint[]> {
+    return Promise.all(this.#sources.map(async ({ rawFile, conversion }) => {
       let text: string;
       try {
-        text = Deno.readTextFileSync(rawFile);
+        text = await Deno.readTextFile(rawFile);
       } catch (error) {
         throw new SensorError(
           `sensor '${this.name}': cannot read ${rawFile}: ${
@@ -230,7 +231,7 @@ export class IioSensor implements Sensor {
         );
       }
       return conversion.convert(raw);
-    });
+    }));
   }
 }
 
@@ -243,9 +244,10 @@ function readOptional(file: string): string | null {
   }
 }
 
+/** A readable non-directory: sysfs attributes are files; a test may use a FIFO. */
 function isFile(file: string): boolean {
   try {
-    return Deno.statSync(file).isFile;
+    return !Deno.statSync(file).isDirectory;
   } catch {
     return false;
   }

@@ -72,13 +72,13 @@ Deno.test("IioSensor: scalar and 3-axis channels read live, vanished files are S
     });
     const temp = IioSensor.open({ path: `${dir}/dev0`, channel: "in_temp" });
     assert.deepEqual([temp.name, temp.type, temp.exponent, temp.axes], ["bmp280", 2, -2, []]);
-    assert.deepEqual(temp.read(), [2512n]);
+    assert.deepEqual(await temp.read(), [2512n]);
     Deno.writeTextFileSync(`${dir}/dev0/in_temp_raw`, "2600\n");
-    assert.deepEqual(temp.read(), [2600n]);
+    assert.deepEqual(await temp.read(), [2600n]);
 
     const volts = IioSensor.open({ path: `${dir}/dev0`, channel: "in_voltage0", name: "vdd" });
     assert.deepEqual([volts.name, volts.type, volts.exponent], ["vdd", SensorType.VOLTS, -4]);
-    assert.deepEqual(volts.read(), [6170n]);
+    assert.deepEqual(await volts.read(), [6170n]);
 
     const accel = IioSensor.open({ path: `${dir}/dev0`, channel: "in_accel" });
     assert.equal(accel.type, SensorType.NONE);
@@ -87,15 +87,15 @@ Deno.test("IioSensor: scalar and 3-axis channels read live, vanished files are S
       ["accel_Y", SensorType.METERS_SEC_SQUARED, -2],
       ["accel_Z", SensorType.METERS_SEC_SQUARED, -2],
     ]);
-    assert.deepEqual(accel.read(), [100n, -200n, 301n]);
+    assert.deepEqual(await accel.read(), [100n, -200n, 301n]);
 
     Deno.removeSync(`${dir}/dev0/in_temp_raw`);
-    assert.throws(
+    await assert.rejects(
       () => temp.read(),
       (e) => e instanceof SensorError && /in_temp_raw/.test(e.message),
     );
     Deno.writeTextFileSync(`${dir}/dev0/in_temp_raw`, "garbage\n");
-    assert.throws(
+    await assert.rejects(
       () => temp.read(),
       (e) => e instanceof SensorError && /not an integer/.test(e.message),
     );

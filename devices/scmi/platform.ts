@@ -17,7 +17,7 @@ import {
   ScmiStatus,
   type ScmiStatusCode,
 } from "./message.ts";
-import type { ScmiProtocol } from "./protocol.ts";
+import { andThen, type Eventually, type ScmiProtocol } from "./protocol.ts";
 
 /** Rejections logged at warn level before the rest go to debug. */
 const LOUD_REJECTIONS = 20;
@@ -37,9 +37,10 @@ export class ScmiPlatform {
   /**
    * Answers one command. `room` is the size of the guest's response buffer;
    * returns the response bytes, or `null` when there is nothing to answer
-   * (no header) or not even a status fits.
+   * (no header) or not even a status fits; a promise of them when the
+   * answer waits for host I/O (it never rejects).
    */
-  handle(bytes: Uint8Array, room: number): Uint8Array | null {
+  handle(bytes: Uint8Array, room: number): Eventually<Uint8Array | null> {
     const request = decodeRequest(bytes);
     if (request === null) {
       this.#reject(`a ${bytes.length}-byte request has no header`);
@@ -82,8 +83,10 @@ export class ScmiPlatform {
       request.parameters,
       Math.max(0, room - HEADER_SIZE - 4),
     );
-    if (reply.reason) this.#reject(`${where}: ${reply.reason}`);
-    return answer(reply.status, reply.status === ScmiStatus.SUCCESS ? reply.values : undefined);
+    return andThen(reply, ({ status, values, reason }) => {
+      if (reason) this.#reject(`${where}: ${reason}`);
+      return answer(status, status === ScmiStatus.SUCCESS ? values : undefined);
+    });
   }
 
   #reject(message: string): void {

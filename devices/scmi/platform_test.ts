@@ -94,7 +94,7 @@ function setup(sensors: Sensor[] = [new FakeSensor("acc0"), new ScalarSensor("bo
     for (const p of parameters) writer.u32(p);
     const bytes = writer.finish();
     const response = platform.handle(bytes, options.room ?? LINUX_ROOM);
-    assert.ok(response, "a response");
+    assert.ok(response && !(response instanceof Promise), "a response, at once");
     const view = new DataView(response.buffer, response.byteOffset, response.byteLength);
     assert.equal(view.getUint32(0, true), headerWord, "the header is echoed");
     return {
@@ -110,6 +110,7 @@ function setup(sensors: Sensor[] = [new FakeSensor("acc0"), new ScalarSensor("bo
   };
   return {
     call,
+    platform,
     lines,
     clock,
     notifications,
@@ -360,7 +361,7 @@ Deno.test("platform: no header or no room for a status gives no response", () =>
   // A payload that is not whole words: INVALID_PARAMETERS, header echoed.
   const odd = new Uint8Array(7);
   new DataView(odd.buffer).setUint32(0, B << 10, true);
-  const oddResponse = platform.handle(odd, 64)!;
+  const oddResponse = platform.handle(odd, 64) as Uint8Array;
   assert.deepEqual([...oddResponse.subarray(0, 4)], [0, 0x40, 0, 0]);
   assert.equal(new DataView(oddResponse.buffer).getInt32(4, true), ScmiStatus.INVALID_PARAMETERS);
   const request = new MessageWriter().u32(encodeHeader({
@@ -373,4 +374,59 @@ Deno.test("platform: no header or no room for a status gives no response", () =>
   assert.ok(platform.handle(request, 12));
   assert.ok(lines.some((l) => l.includes("has no header")));
   assert.ok(lines.some((l) => l.includes("cannot hold a status")));
+});
+
+class SlowSensor implements Sensor {
+  readonly name = "slow";
+  readonly type = SensorType.VOLTS;
+  readonly exponent = -3;
+  readonly axes = [];
+  pending: { resolve: (v: readonly bigint[]) => void; reject: (e: Error) => void }[] = [];
+  read(): Promise<readonly bigint[]> {
+    return new Promise((resolve, reject) => this.pending.push({ resolve, reject }));
+  }
+}
+
+Deno.test("sensor protocol: a reading that waits for host I/O answers later; failures too; updates wait for it", async () => {
+  const slow = new SlowSensor();
+  const { platform, clock, notifications, lines, sensorProtocol } = setup([slow]);
+  const request = (messageId: number, parameters: number[]): Uint8Array => {
+    const writer = new MessageWriter().u32(encodeHeader({
+      messageId,
+      messageType: 0,
+      protocolId: S,
+      token: 9,
+    }));
+    for (const p of parameters) writer.u32(p);
+    return writer.finish();
+  };
+  const answer = platform.handle(request(0x6, [0, 0]), LINUX_ROOM);
+  assert.ok(answer instanceof Promise);
+  slow.pending.shift()!.resolve([1234n]);
+  const bytes = (await answer)!;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  assert.deepEqual([view.getInt32(4, true), view.getBigInt64(8, true)], [0, 1234n]);
+  const failing = platform.handle(request(0x6, [0, 0]), LINUX_ROOM) as Promise<Uint8Array>;
+  slow.pending.shift()!.reject(new SensorError("sensor 'slow': cannot read in_voltage0_raw"));
+  assert.equal(new DataView((await failing).buffer).getInt32(4, true), ScmiStatus.HARDWARE_ERROR);
+  assert.ok(lines.some((l) => l.includes("cannot read in_voltage0_raw")));
+
+  // Updates: the next timer starts only once the reading in flight is done.
+  assert.ok(platform.handle(request(0xb, [0, 1]), LINUX_ROOM));
+  assert.ok(platform.handle(request(0xa, [0, 1]), LINUX_ROOM));
+  clock.advance(1000);
+  assert.equal(slow.pending.length, 1, "one reading in flight, no pile-up");
+  slow.pending.shift()!.resolve([5n]);
+  await Promise.resolve();
+  await Promise.resolve();
+  assert.equal(notifications.length, 1);
+  assert.equal(clock.pending, 1, "the next update is scheduled");
+  // A reading that settles after the connection closed sends nothing.
+  clock.advance(100);
+  sensorProtocol.close();
+  slow.pending.shift()!.resolve([6n]);
+  await Promise.resolve();
+  await Promise.resolve();
+  assert.equal(notifications.length, 1);
+  assert.equal(clock.pending, 0);
 });

@@ -18,6 +18,14 @@ export interface ProtocolReply {
   readonly reason?: string;
 }
 
+/** A value now, or later when it waits for host I/O. */
+export type Eventually<T> = T | Promise<T>;
+
+/** Applies `f` to `value` now, or when it settles. */
+export function andThen<T, U>(value: Eventually<T>, f: (value: T) => U): Eventually<U> {
+  return value instanceof Promise ? value.then(f) : f(value);
+}
+
 /** One SCMI protocol. */
 export interface ScmiProtocol {
   /** Protocol id (header bits [17:10]). */
@@ -30,7 +38,12 @@ export interface ScmiProtocol {
   /**
    * Handles message `messageId` with its decoded `parameters`; `room` is the
    * number of bytes the response may hold after the status, so paged
-   * replies return only what fits.
+   * replies return only what fits. A reply that waits for host I/O is a
+   * promise (it never rejects).
    */
-  handle(messageId: number, parameters: readonly number[], room: number): ProtocolReply;
+  handle(
+    messageId: number,
+    parameters: readonly number[],
+    room: number,
+  ): Eventually<ProtocolReply>;
 }

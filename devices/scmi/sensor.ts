@@ -51,9 +51,11 @@ export interface Sensor {
   readonly axes: readonly SensorAxis[];
   /**
    * Reads the current value: one per axis, or one for a scalar sensor.
-   * Throws {@link SensorError} when the host cannot read it.
+   * Host I/O that may block (a sysfs read can wait for a conversion) returns
+   * a promise, so the event loop keeps serving meanwhile. Throws (or
+   * rejects with) {@link SensorError} when the host cannot read it.
    */
-  read(): readonly bigint[];
+  read(): readonly bigint[] | Promise<readonly bigint[]>;
 }
 
 /** The host could not read a sensor (a file vanished, a value did not parse). */

@@ -22,8 +22,8 @@ import {
   SCMI_PROTOCOL_SENSOR,
   ScmiStatus,
 } from "./message.ts";
-import type { ProtocolReply, ScmiProtocol } from "./protocol.ts";
-import { type Sensor, SensorError } from "./sensor.ts";
+import { andThen, type Eventually, type ProtocolReply, type ScmiProtocol } from "./protocol.ts";
+import type { Sensor } from "./sensor.ts";
 
 /** DEN0056 §4.7.2.5. */
 export const SENSOR_DESCRIPTION_GET = 0x3;
@@ -113,6 +113,8 @@ interface SensorState {
   interval: UpdateInterval;
   notify: boolean;
   timer: Timer | null;
+  /** An update's reading is in flight: the next waits for it. */
+  updating: boolean;
   failed: boolean;
 }
 
@@ -136,6 +138,7 @@ export class SensorProtocol implements ScmiProtocol {
   readonly #options: SensorProtocolOptions;
   #notificationsSent = 0;
   #notificationsDropped = 0;
+  #closed = false;
 
   /** The protocol over `options.sensors`, all disabled with notifications off. */
   constructor(options: SensorProtocolOptions) {
@@ -146,6 +149,7 @@ export class SensorProtocol implements ScmiProtocol {
       interval: DEFAULT_INTERVAL,
       notify: false,
       timer: null,
+      updating: false,
       failed: false,
     }));
   }
@@ -155,7 +159,11 @@ export class SensorProtocol implements ScmiProtocol {
     return { sent: this.#notificationsSent, dropped: this.#notificationsDropped };
   }
 
-  handle(messageId: number, parameters: readonly number[], room: number): ProtocolReply {
+  handle(
+    messageId: number,
+    parameters: readonly number[],
+    room: number,
+  ): Eventually<ProtocolReply> {
     switch (messageId) {
       case PROTOCOL_VERSION:
         return ok(new MessageWriter().u32(SENSOR_VERSION));
@@ -214,8 +222,9 @@ export class SensorProtocol implements ScmiProtocol {
     }
   }
 
-  /** Stops every update timer (the connection ended). */
+  /** Stops every update timer (the connection ended); readings in flight are dropped. */
   close(): void {
+    this.#closed = true;
     for (const state of this.#states) {
       state.timer?.cancel();
       state.timer = null;
@@ -272,13 +281,17 @@ export class SensorProtocol implements ScmiProtocol {
   }
 
   /** §4.7.2.10: synchronous readings, value then (unsupported, 0) timestamp per axis. */
-  #read(id: number, flags: number): ProtocolReply {
+  #read(id: number, flags: number): Eventually<ProtocolReply> {
     if (flags & 1) {
       return { status: ScmiStatus.NOT_SUPPORTED, reason: `asynchronous read of sensor ${id}` };
     }
-    const values = this.#readSensor(id);
-    if (values === null) return { status: ScmiStatus.HARDWARE_ERROR };
-    return ok(readings(new MessageWriter(), values));
+    return andThen(
+      this.#readSensor(id),
+      (values): ProtocolReply =>
+        values === null
+          ? { status: ScmiStatus.HARDWARE_ERROR }
+          : ok(readings(new MessageWriter(), values)),
+    );
   }
 
   /** §4.7.2.12. */
@@ -310,18 +323,26 @@ export class SensorProtocol implements ScmiProtocol {
     return { status: ScmiStatus.SUCCESS };
   }
 
-  #readSensor(id: number): readonly bigint[] | null {
+  /** Sensor `id`'s values, or null (logged) when the host cannot read it. */
+  #readSensor(id: number): Eventually<readonly bigint[] | null> {
     const state = this.#states[id];
-    try {
-      const values = this.#sensors[id].read();
+    const succeeded = (values: readonly bigint[]): readonly bigint[] => {
       state.failed = false;
       return values;
-    } catch (error) {
-      if (!(error instanceof SensorError)) throw error;
+    };
+    const failed = (error: unknown): null => {
       // Logged once per failure streak: a vanished file should not flood the log.
-      if (!state.failed) this.#options.log.error(error.message);
+      if (!state.failed) {
+        this.#options.log.error(error instanceof Error ? error.message : String(error));
+      }
       state.failed = true;
       return null;
+    };
+    try {
+      const values = this.#sensors[id].read();
+      return values instanceof Promise ? values.then(succeeded, failed) : succeeded(values);
+    } catch (error) {
+      return failed(error);
     }
   }
 
@@ -334,17 +355,20 @@ export class SensorProtocol implements ScmiProtocol {
       state.timer = null;
       return;
     }
-    if (state.timer) return;
+    if (state.timer || state.updating || this.#closed) return;
     state.timer = this.#options.scheduler.setTimer(intervalMs(state.interval), () => {
       state.timer = null;
-      this.#sendUpdate(id);
-      this.#schedule(id);
+      state.updating = true;
+      andThen(this.#readSensor(id), (values) => {
+        state.updating = false;
+        if (this.#closed) return;
+        if (values !== null && state.enabled && state.notify) this.#sendUpdate(id, values);
+        this.#schedule(id);
+      });
     });
   }
 
-  #sendUpdate(id: number): void {
-    const values = this.#readSensor(id);
-    if (values === null) return;
+  #sendUpdate(id: number, values: readonly bigint[]): void {
     const header = encodeHeader({
       messageId: SENSOR_UPDATE,
       messageType: MessageType.NOTIFICATION,
