@@ -2,6 +2,7 @@
 // dispatcher, as Linux sends them (drivers/firmware/arm_scmi/base.c,
 // sensors.c), plus hostile messages: wrong types, lengths, ids, ranges.
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { Logger } from "../../core/log.ts";
 import { BaseProtocol } from "./base_protocol.ts";
 import { FakeSensor } from "./fake_sensor.ts";
@@ -429,4 +430,30 @@ Deno.test("sensor protocol: a reading that waits for host I/O answers later; fai
   await Promise.resolve();
   assert.equal(notifications.length, 1);
   assert.equal(clock.pending, 0);
+});
+
+Deno.test("platform: random messages never throw, always fit the buffer, echo the header", () => {
+  const { platform } = setup();
+  fc.assert(
+    fc.property(
+      fc.constantFrom(SCMI_PROTOCOL_BASE, SCMI_PROTOCOL_SENSOR, 0x11, 0xff),
+      fc.integer({ min: 0, max: 0x10 }),
+      fc.integer({ min: 0, max: 3 }),
+      fc.array(fc.constantFrom(0, 1, 2, 3, 0xffffffff, 0x7fff_ffff, 0x10001), { maxLength: 5 }),
+      fc.integer({ min: 0, max: 3 }),
+      fc.integer({ min: 0, max: 200 }),
+      (protocolId, messageId, messageType, parameters, extra, room) => {
+        const headerWord = encodeHeader({ messageId, messageType, protocolId, token: 3 });
+        const writer = new MessageWriter().u32(headerWord);
+        for (const p of parameters) writer.u32(p);
+        const bytes = new Uint8Array([...writer.finish(), ...new Uint8Array(extra)]);
+        const response = platform.handle(bytes, room);
+        assert.ok(!(response instanceof Promise), "sync sensors answer at once");
+        if (room < 8) return assert.equal(response, null);
+        assert.ok(response && response.length <= room);
+        assert.equal(new DataView(response.buffer).getUint32(0, true), headerWord);
+      },
+    ),
+    { numRuns: 3000 },
+  );
 });

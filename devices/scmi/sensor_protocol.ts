@@ -225,6 +225,10 @@ export class SensorProtocol implements ScmiProtocol {
   /** Stops every update timer (the connection ended); readings in flight are dropped. */
   close(): void {
     this.#closed = true;
+    const { sent, dropped } = this.notificationCounts;
+    if (sent + dropped > 0) {
+      this.#options.log.info(`notifications: ${sent} sent, ${dropped} dropped (no eventq buffer)`);
+    }
     for (const state of this.#states) {
       state.timer?.cancel();
       state.timer = null;
@@ -376,8 +380,13 @@ export class SensorProtocol implements ScmiProtocol {
       token: 0,
     });
     const writer = new MessageWriter().u32(header).u32(NOTIFY_AGENT_ID).u32(id);
-    if (this.#options.notify(readings(writer, values).finish())) this.#notificationsSent++;
-    else this.#notificationsDropped++;
+    if (this.#options.notify(readings(writer, values).finish())) {
+      this.#notificationsSent++;
+      return;
+    }
+    if (this.#notificationsDropped++ === 0) {
+      this.#options.log.warn("the eventq has no free buffer: dropping notifications until it has");
+    }
   }
 }
 
