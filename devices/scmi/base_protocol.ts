@@ -17,15 +17,15 @@ import {
 } from "./message.ts";
 import type { ProtocolReply, ScmiProtocol } from "./protocol.ts";
 
-/** DEN0056 §4.2.2.4. */
+/** DEN0056 §4.2, BASE_DISCOVER_VENDOR. */
 export const BASE_DISCOVER_VENDOR = 0x3;
-/** DEN0056 §4.2.2.5. */
+/** DEN0056 §4.2, BASE_DISCOVER_SUB_VENDOR. */
 export const BASE_DISCOVER_SUB_VENDOR = 0x4;
-/** DEN0056 §4.2.2.6. */
+/** DEN0056 §4.2, BASE_DISCOVER_IMPLEMENTATION_VERSION. */
 export const BASE_DISCOVER_IMPLEMENTATION_VERSION = 0x5;
-/** DEN0056 §4.2.2.7. */
+/** DEN0056 §4.2, BASE_DISCOVER_LIST_PROTOCOLS. */
 export const BASE_DISCOVER_LIST_PROTOCOLS = 0x6;
-/** DEN0056 §4.2.2.8. */
+/** DEN0056 §4.2, BASE_DISCOVER_AGENT. */
 export const BASE_DISCOVER_AGENT = 0x7;
 
 /** Base protocol version 2.0, as upstream (major in bits [31:16]). */
@@ -34,11 +34,11 @@ export const BASE_VERSION = 0x20000;
 export const VENDOR = "rust-vmm";
 /** Sub-vendor string: this implementation. */
 export const SUB_VENDOR = "deno";
-/** Agent id of the platform itself (DEN0056 §4.2.2.8). */
+/** Agent id of the platform itself (DEN0056 §4.2, BASE_DISCOVER_AGENT). */
 export const PLATFORM_AGENT_ID = 0;
 /** Agent id of the guest: the one agent besides the platform. */
 export const OSPM_AGENT_ID = 1;
-/** DISCOVER_AGENT's id for "the agent that asks" (DEN0056 §4.2.2.8). */
+/** DISCOVER_AGENT's id for "the agent that asks" (DEN0056 §4.2, BASE_DISCOVER_AGENT). */
 export const CALLING_AGENT = 0xffffffff;
 
 /** Options of {@link BaseProtocol}. */
@@ -80,7 +80,7 @@ export class BaseProtocol implements ScmiProtocol {
       case PROTOCOL_VERSION:
         return ok(new MessageWriter().u32(BASE_VERSION));
       case PROTOCOL_ATTRIBUTES:
-        // §4.2.2.2: bits [15:8] number of agents, [7:0] number of protocols (base excluded).
+        // PROTOCOL_ATTRIBUTES (§4.2): bits [15:8] number of agents, [7:0] number of protocols (base excluded).
         return ok(new MessageWriter().u32((1 << 8) | this.#protocols.length));
       case PROTOCOL_MESSAGE_ATTRIBUTES:
         return this.messages.has(parameters[0])
@@ -102,7 +102,7 @@ export class BaseProtocol implements ScmiProtocol {
   }
 
   /**
-   * §4.2.2.7: protocols after the first `skip`, one byte each, the array
+   * BASE_DISCOVER_LIST_PROTOCOLS: protocols after the first `skip`, one byte each, the array
    * padded to whole words (Linux checks that size).
    */
   #listProtocols(skip: number, room: number): ProtocolReply {
@@ -120,7 +120,7 @@ export class BaseProtocol implements ScmiProtocol {
     return { status: ScmiStatus.SUCCESS, values: writer.bytes(bytes).finish() };
   }
 
-  /** §4.2.2.8: the platform (0) and the guest (1, or "the caller"). */
+  /** BASE_DISCOVER_AGENT: the platform (0) and the guest (1, or "the caller"). */
   #discoverAgent(id: number): ProtocolReply {
     const writer = new MessageWriter();
     if (id === PLATFORM_AGENT_ID) writer.u32(PLATFORM_AGENT_ID).name("platform");

@@ -4,7 +4,7 @@
  * `_offset`), converted from IIO's units (Documentation/ABI/testing/
  * sysfs-bus-iio: value = (raw + offset) × scale, in e.g. m/s², milli °C,
  * mV, mA, kPa) to the SCMI unit and a power-of-ten multiplier (DEN0056
- * §4.7.2.5). The raw value is read on every request, asynchronously (on a
+ * §4.7). The raw value is read on every request, asynchronously (on a
  * real device the read can wait for a conversion), so a vanished file is a
  * failed reading, not a crash; scale and offset are read once at start.
  *

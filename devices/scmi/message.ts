@@ -8,12 +8,12 @@
  * @module
  */
 
-/** Protocol identifiers (DEN0056 §4.1.2). */
+/** Protocol identifiers (DEN0056 §4.1). */
 export const SCMI_PROTOCOL_BASE = 0x10;
 /** The sensor management protocol (DEN0056 §4.7). */
 export const SCMI_PROTOCOL_SENSOR = 0x15;
 
-/** Message types, header bits [9:8] (DEN0056 §4.1.1). */
+/** Message types, header bits [9:8] (DEN0056 §4.1). */
 export const MessageType = {
   /** A command (agent to platform, answered on the same channel). */
   COMMAND: 0,
@@ -23,14 +23,14 @@ export const MessageType = {
   NOTIFICATION: 3,
 } as const;
 
-/** Message ids every protocol implements (DEN0056 §4.2.2). */
+/** Message ids every protocol implements (DEN0056 §4.2). */
 export const PROTOCOL_VERSION = 0x0;
 /** Protocol attributes. */
 export const PROTOCOL_ATTRIBUTES = 0x1;
 /** Whether a message is implemented, and its attributes. */
 export const PROTOCOL_MESSAGE_ATTRIBUTES = 0x2;
 
-/** Return status codes (DEN0056 §4.1.4). */
+/** Return status codes (DEN0056 §4.1). */
 export const ScmiStatus = {
   SUCCESS: 0,
   NOT_SUPPORTED: -1,
@@ -53,7 +53,7 @@ export const HEADER_SIZE = 4;
 /** Bytes of a short name (DEN0056: 16 bytes, NUL-terminated). */
 export const SHORT_NAME_SIZE = 16;
 
-/** The fields of a message header (DEN0056 §4.1.1). */
+/** The fields of a message header (DEN0056 §4.1). */
 export interface MessageHeader {
   /** Bits [7:0]. */
   readonly messageId: number;
@@ -83,7 +83,7 @@ export function encodeHeader(header: MessageHeader): number {
 
 /** A command as the guest sent it: header word, decoded fields, 32-bit parameters. */
 export interface ScmiRequest {
-  /** The header word, echoed unchanged in the response (DEN0056 §4.1.1). */
+  /** The header word, echoed unchanged in the response (DEN0056 §4.1). */
   readonly headerWord: number;
   /** Its fields. */
   readonly header: MessageHeader;

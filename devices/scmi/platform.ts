@@ -57,7 +57,7 @@ export class ScmiPlatform {
         this.#reject(`${where}: a ${room}-byte response buffer cannot hold a status`);
         return null;
       }
-      // §4.1.4: the reply cannot be delivered whole.
+      // §4.1: the reply cannot be delivered whole.
       this.#reject(`${where}: ${response.length}-byte response, ${room}-byte buffer`);
       return encodeResponse(headerWord, {
         status: ScmiStatus.COMMS_ERROR,

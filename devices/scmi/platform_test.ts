@@ -247,6 +247,7 @@ Deno.test("sensor protocol: readings, config, and a sensor whose host side fails
   r = call(S, 0x6, [1, 0]);
   assert.deepEqual([r.status, r.length, r.i64(0)], [0, 16, -42n]);
   assert.equal(call(S, 0x6, [1, 1]).status, ScmiStatus.NOT_SUPPORTED, "asynchronous");
+  assert.equal(call(S, 0x6, [1, 2]).status, ScmiStatus.INVALID_PARAMETERS, "reserved flags");
   assert.equal(call(S, 0x6, [2, 0]).status, ScmiStatus.NOT_FOUND);
   board.broken = true;
   assert.equal(call(S, 0x6, [1, 0]).status, ScmiStatus.HARDWARE_ERROR);

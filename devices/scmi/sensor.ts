@@ -1,12 +1,12 @@
 /**
  * The host side of SCMI sensors: one interface for every kind (`fake`,
  * `iio`), values already in the units and power-of-ten scale the SCMI sensor
- * protocol reports (DEN0056 §4.7.2.5, "sensor value multiplier").
+ * protocol reports (DEN0056 §4.7, the "sensor value multiplier").
  *
  * @module
  */
 
-/** Sensor types (units), DEN0056 §4.7.2.5 table "Sensor type enumerations"; those used here. */
+/** Sensor types (units), DEN0056 §4.7 table "Sensor type enumerations"; those used here. */
 export const SensorType = {
   NONE: 0x0,
   UNSPECIFIED: 0x1,

@@ -25,28 +25,28 @@ import {
 import { andThen, type Eventually, type ProtocolReply, type ScmiProtocol } from "./protocol.ts";
 import type { Sensor } from "./sensor.ts";
 
-/** DEN0056 §4.7.2.5. */
+/** DEN0056 §4.7, SENSOR_DESCRIPTION_GET. */
 export const SENSOR_DESCRIPTION_GET = 0x3;
-/** DEN0056 §4.7.2.10. */
+/** DEN0056 §4.7, SENSOR_READING_GET. */
 export const SENSOR_READING_GET = 0x6;
-/** DEN0056 §4.7.2.6. */
+/** DEN0056 §4.7, SENSOR_AXIS_DESCRIPTION_GET. */
 export const SENSOR_AXIS_DESCRIPTION_GET = 0x7;
-/** DEN0056 §4.7.2.7. */
+/** DEN0056 §4.7, SENSOR_LIST_UPDATE_INTERVALS. */
 export const SENSOR_LIST_UPDATE_INTERVALS = 0x8;
-/** DEN0056 §4.7.2.11. */
+/** DEN0056 §4.7, SENSOR_CONFIG_GET. */
 export const SENSOR_CONFIG_GET = 0x9;
-/** DEN0056 §4.7.2.12. */
+/** DEN0056 §4.7, SENSOR_CONFIG_SET. */
 export const SENSOR_CONFIG_SET = 0xa;
-/** DEN0056 §4.7.2.13. */
+/** DEN0056 §4.7, SENSOR_CONTINUOUS_UPDATE_NOTIFY. */
 export const SENSOR_CONTINUOUS_UPDATE_NOTIFY = 0xb;
-/** Notification message id (DEN0056 §4.7.3.2). */
+/** Notification message id (DEN0056 §4.7, SENSOR_UPDATE). */
 export const SENSOR_UPDATE = 0x1;
 
 /** Sensor protocol version 3.0, as upstream. */
 export const SENSOR_VERSION = 0x30000;
-/** Bytes of a sensor descriptor without extended attributes (§4.7.2.5). */
+/** Bytes of a sensor descriptor without extended attributes (SENSOR_DESCRIPTION_GET). */
 export const SENSOR_DESCRIPTOR_SIZE = 28;
-/** Bytes of an axis descriptor without extended attributes (§4.7.2.6). */
+/** Bytes of an axis descriptor without extended attributes (SENSOR_AXIS_DESCRIPTION_GET). */
 export const AXIS_DESCRIPTOR_SIZE = 28;
 /** Agent id notifications name: the guest (see the base protocol's DISCOVER_AGENT). */
 export const NOTIFY_AGENT_ID = 1;
@@ -60,7 +60,7 @@ const CONFIG_ENABLED = 1;
 const CONFIG_TIMESTAMP = 1 << 1;
 const CONFIG_RESERVED = 0x7f << 2;
 
-/** An update interval: seconds × 10^exponent (§4.7.2.7). */
+/** An update interval: seconds × 10^exponent (SENSOR_LIST_UPDATE_INTERVALS). */
 export interface UpdateInterval {
   /** 16-bit seconds field. */
   readonly seconds: number;
@@ -81,7 +81,7 @@ function intervalMs(interval: UpdateInterval): number {
   return interval.seconds * 10 ** interval.exponent * 1000;
 }
 
-/** The §4.7.2.7 word: seconds in bits [20:5], exponent in [4:0]. */
+/** SENSOR_LIST_UPDATE_INTERVALS' word: seconds in bits [20:5], exponent in [4:0]. */
 function encodeInterval(interval: UpdateInterval): number {
   return ((interval.seconds & 0xffff) << 5) | (interval.exponent & 0x1f);
 }
@@ -168,7 +168,7 @@ export class SensorProtocol implements ScmiProtocol {
       case PROTOCOL_VERSION:
         return ok(new MessageWriter().u32(SENSOR_VERSION));
       case PROTOCOL_ATTRIBUTES:
-        // §4.7.2.2: sensors [15:0], no asynchronous reads [23:16], no shared memory.
+        // PROTOCOL_ATTRIBUTES: sensors [15:0], no asynchronous reads [23:16], no shared memory.
         return ok(new MessageWriter().u32(this.#sensors.length & 0xffff).u32(0).u32(0).u32(0));
       case PROTOCOL_MESSAGE_ATTRIBUTES:
         return this.messages.has(parameters[0])
@@ -180,7 +180,7 @@ export class SensorProtocol implements ScmiProtocol {
     const id = parameters[0];
     const sensor = this.#sensors[id];
     if (sensor === undefined) {
-      // §4.7.2: a sensor_id that names no sensor is NOT_FOUND.
+      // §4.7: a sensor_id that names no sensor is NOT_FOUND.
       return { status: ScmiStatus.NOT_FOUND, reason: `no sensor ${id >>> 0}` };
     }
     const state = this.#states[id];
@@ -236,7 +236,7 @@ export class SensorProtocol implements ScmiProtocol {
     }
   }
 
-  /** §4.7.2.5: descriptors from `first`, as many as fit. */
+  /** SENSOR_DESCRIPTION_GET: descriptors from `first`, as many as fit. */
   #describe(first: number, room: number): ProtocolReply {
     const count = this.#sensors.length;
     if (first >= count) {
@@ -262,7 +262,7 @@ export class SensorProtocol implements ScmiProtocol {
     return ok(writer);
   }
 
-  /** §4.7.2.6: axis descriptors from `first`, as many as fit. */
+  /** SENSOR_AXIS_DESCRIPTION_GET: axis descriptors from `first`, as many as fit. */
   #describeAxes(id: number, first: number, room: number): ProtocolReply {
     const axes = this.#sensors[id].axes;
     if (axes.length === 0) {
@@ -284,8 +284,16 @@ export class SensorProtocol implements ScmiProtocol {
     return ok(writer);
   }
 
-  /** §4.7.2.10: synchronous readings, value then (unsupported, 0) timestamp per axis. */
+  /** SENSOR_READING_GET: synchronous readings, value then (unsupported, 0) timestamp per axis. */
   #read(id: number, flags: number): Eventually<ProtocolReply> {
+    if ((flags & ~1) !== 0) {
+      return {
+        status: ScmiStatus.INVALID_PARAMETERS,
+        reason: `READING_GET of sensor ${id} with reserved flag bits 0x${
+          (flags >>> 0).toString(16)
+        }`,
+      };
+    }
     if (flags & 1) {
       return { status: ScmiStatus.NOT_SUPPORTED, reason: `asynchronous read of sensor ${id}` };
     }
@@ -298,7 +306,7 @@ export class SensorProtocol implements ScmiProtocol {
     );
   }
 
-  /** §4.7.2.12. */
+  /** SENSOR_CONFIG_SET. */
   #configure(id: number, config: number): ProtocolReply {
     const state = this.#states[id];
     if (config & CONFIG_RESERVED) {
@@ -350,7 +358,7 @@ export class SensorProtocol implements ScmiProtocol {
     }
   }
 
-  /** Starts or stops sensor `id`'s updates to match its state (§4.7.3.2). */
+  /** Starts or stops sensor `id`'s updates to match its state (SENSOR_UPDATE). */
   #schedule(id: number): void {
     const state = this.#states[id];
     const active = state.enabled && state.notify;
