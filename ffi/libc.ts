@@ -87,6 +87,8 @@ export const SYMBOLS = {
     parameters: ["i32", "i32", "buffer", "pointer"],
     result: "i32",
   },
+  // int sched_yield(void);
+  sched_yield: { parameters: [], result: "i32" },
   // long sysconf(int name);
   sysconf: { parameters: ["i32"], result: "i64" },
 } as const satisfies Deno.ForeignLibraryInterface;

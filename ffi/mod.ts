@@ -15,3 +15,4 @@ export * from "./timerfd.ts";
 export * from "./memory.ts";
 export * from "./socket.ts";
 export * from "./vsock.ts";
+export * from "./sched.ts";

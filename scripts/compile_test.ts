@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   compileArgs,
   DEVICE_PERMISSIONS,
+  devicePermissions,
   discoverDevices,
   isDenortDownloadFailure,
 } from "./compile.ts";
@@ -74,4 +75,9 @@ Caused by:
   assert.ok(isDenortDownloadFailure(offline));
   assert.ok(!isDenortDownloadFailure("error: TS2322 [ERROR]: Type 'string' is not assignable"));
   assert.ok(!isDenortDownloadFailure(""));
+});
+
+Deno.test("compile: devicePermissions is the table's entry, and refuses an unknown device", () => {
+  assert.equal(devicePermissions("vsock"), DEVICE_PERMISSIONS.vsock);
+  assert.throws(() => devicePermissions("mystery"), /devices\/mystery has no entry/);
 });

@@ -16,6 +16,9 @@ host_packages=(cpio gzip xz-utils kmod gcc make libc6-dev binutils socat)
 # aarch64 guests (SCMI): dtc edits QEMU's devicetree, the cross compiler builds
 # the out-of-tree SCMI modules; the kernel and busybox come as arm64 packages.
 host_packages+=(device-tree-compiler gcc-12-aarch64-linux-gnu binutils-aarch64-linux-gnu)
+# The container images (scripts/container.ts): podman builds and runs them, mmdebstrap makes
+# their Debian base, runc runs them (crun 1.8.1 refuses some hosts' cgroup layout).
+host_packages+=(podman mmdebstrap runc)
 backports=/etc/apt/sources.list.d/bookworm-backports.sources
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
