@@ -129,11 +129,11 @@ export class ScmiDevice implements VirtioDevice {
           length: Math.min(chain.readableLength, MAX_REQUEST_SIZE),
         });
         const response = platform.handle(request, chain.writableLength);
-        if (response instanceof Promise) this.#answerLater(context, queue, chain, response);
-        else {queue.addUsed(
-            chain.head,
-            response === null ? 0 : writeSlices(chain.writable, response),
-          );}
+        if (response instanceof Promise) {
+          this.#answerLater(context, queue, chain, response);
+        } else {
+          queue.addUsed(chain.head, response === null ? 0 : writeSlices(chain.writable, response));
+        }
         // A guest that keeps the ring full gets its turn, then the other fds theirs.
         if (++served >= BUDGET && queue.hasAvailable()) {
           queue.notify();
