@@ -31,6 +31,8 @@ export const DEVICE_PERMISSIONS: Readonly<Record<string, readonly string[]>> = {
   ],
   // Reads adapter names in /sys/bus/i2c/devices; /dev/i2c-N is opened through libc.
   i2c: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
+  // Reads IIO sysfs files (any path given with -d iio,path=…) and removes its socket file.
+  scmi: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
 };
 
 /**

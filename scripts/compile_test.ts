@@ -39,6 +39,16 @@ Deno.test("compile: never --allow-all, --allow-run, --allow-net or an unscoped -
   }
 });
 
+Deno.test("compile: scmi gets ffi, read (IIO sysfs), write and RUST_LOG only", () => {
+  assert.deepEqual(compileArgs("scmi").slice(0, 5), [
+    "compile",
+    "--allow-ffi",
+    "--allow-read",
+    "--allow-write",
+    "--allow-env=RUST_LOG",
+  ]);
+});
+
 Deno.test("compile: a device without a permission entry is refused", () => {
   assert.throws(
     () => compileArgs("mystery"),
