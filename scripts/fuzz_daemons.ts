@@ -22,6 +22,10 @@ export const DAEMON_COMMANDS: Readonly<Record<string, string>> = {
   rng: `${Deno.execPath()} run -A ${ROOT}devices/rng/main.ts -s {socket}`,
   vsock: `${Deno.execPath()} run -A ${ROOT}devices/vsock/main.ts --guest-cid 5 --socket {socket} ` +
     `--uds-path {dir}/vm.vsock`,
+  // The simulated adapter and the fake sensor: this machine has no I2C bus or IIO device.
+  i2c: `${Deno.execPath()} run -A ${ROOT}devices/i2c/main.ts -s {socket} ` +
+    `--simulated-device eeprom@0x50 --simulated-device regs@0x20`,
+  scmi: `${Deno.execPath()} run -A ${ROOT}devices/scmi/main.ts -s {socket} -d fake,name=acc0`,
 };
 
 /** One device's figures. */
@@ -55,7 +59,7 @@ export async function fuzzDaemon(
       timeoutMs: 5000,
       shrinkSeconds: 120,
       maxFailures: 10,
-      device: DEVICE_PROFILES[device],
+      device: DEVICE_PROFILES[device] ?? null,
       progress: (line: string) => console.error(`${device}: ${line}`),
     };
     const fds: (number | null)[] = [target.fdCount()];

@@ -100,6 +100,8 @@ Deno.test("guest: deno and the project run inside the guest (echo integration te
     script: `
       cd /project || exit 1
       echo "@@RESULT version $(deno --version | head -n 1)"
+      # An npm import (vsock's yaml) resolves from the copied cache.
+      echo "@@RESULT vsock $(deno run --allow-all devices/vsock/main.ts --help | head -n 1)"
       # Two of the echo tests: the daemon and the front-end share the guest's kernel.
       deno test --allow-all --no-check --filter "/^echo: (negotiation|the daemon serves a new)/" \\
         tests/integration/echo_test.ts > /tmp/out 2>&1
@@ -110,6 +112,11 @@ Deno.test("guest: deno and the project run inside the guest (echo integration te
     `,
   });
   assertGuestSucceeded(result);
+  check(
+    result.results.vsock?.startsWith("A virtio-vsock device") ?? false,
+    `vsock --help in the guest printed "${result.results.vsock}"`,
+    result,
+  );
   check(
     /^ok \| \d+ passed \| 0 failed/.test(result.results.summary ?? ""),
     `deno test in the guest: ${result.results.summary}`,
