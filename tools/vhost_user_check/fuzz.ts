@@ -30,7 +30,12 @@ import {
   SyscallError,
   unmap,
 } from "../../ffi/mod.ts";
-import { FrontendRequest as R, HEADER_SIZE, VERSION } from "../../core/protocol/constants.ts";
+import {
+  FrontendRequest as R,
+  HEADER_SIZE,
+  ProtocolFeature as P,
+  VERSION,
+} from "../../core/protocol/constants.ts";
 import { DriverMemory, DriverQueue } from "../../frontend/mod.ts";
 import { bit } from "../../core/protocol/constants.ts";
 import {
@@ -388,7 +393,7 @@ export async function cleanSession(
         { length: options.device?.queues ?? 1 },
         () => new DriverQueue(memory, { size: 64, eventIdx }),
       );
-      const config = options.device?.configSize && init.protocolFeatures & (1n << 9n)
+      const config = options.device?.configSize && init.protocolFeatures & bit(P.CONFIG)
         ? frontend.getConfig(0, options.device.configSize)
         : null;
       const features = init.features & CLEAN_FEATURES;
