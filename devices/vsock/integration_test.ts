@@ -557,7 +557,7 @@ Deno.test("vsock: short connections leave no descriptors behind", async () => {
   });
 });
 
-Deno.test("vsock: sibling VMs in a shared group reach each other by CID; others are dropped", async () => {
+Deno.test("vsock: sibling VMs in a shared group reach each other by CID; others are refused", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "vsock-sib-" });
   const vm = (cid: number, groups: string) =>
     `guest-cid=${cid},socket=${dir}/v${cid}.sock,uds-path=${dir}/u${cid},groups=${groups}`;
@@ -590,12 +590,20 @@ Deno.test("vsock: sibling VMs in a shared group reach each other by CID; others 
         got += p.payload.length;
       }
       assert.deepEqual(concat(parts), data);
-      // C shares no group with A: dropped, logged.
+      // C shares no group with A, and CID 99 is nobody: A's guest gets an
+      // RST at once (no connect timeout), C sees nothing; both logged.
       a.send({ op: VIRTIO_VSOCK_OP_REQUEST, srcPort: 101, dstPort: 9, dstCid: 13 });
-      // An unknown CID: dropped, logged.
       a.send({ op: VIRTIO_VSOCK_OP_REQUEST, srcPort: 102, dstPort: 9, dstCid: 99 });
       assert.deepEqual(c.drain(200), []);
-      assert.deepEqual(a.drain(50), []);
+      const refusals = a.drain(50).map((p) => [p.header.op, p.header.srcCid, p.header.dstPort]);
+      assert.deepEqual(refusals, [[VIRTIO_VSOCK_OP_RST, 13, 101], [VIRTIO_VSOCK_OP_RST, 99, 102]]);
+      // A's front-end goes away: B's end of their connection is reset for it.
+      a.close();
+      const reset = b.take((p) => p.header.op === VIRTIO_VSOCK_OP_RST);
+      assert.deepEqual(
+        [reset.header.srcCid, reset.header.srcPort, reset.header.dstCid, reset.header.dstPort],
+        [10, 100, 11, 9],
+      );
     } finally {
       a.close();
       b.close();

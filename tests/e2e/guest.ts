@@ -6,7 +6,8 @@
  * @module
  */
 
-const SCRIPTS_DIR = new URL("../../scripts/", import.meta.url).pathname;
+const PROJECT_DIR = new URL("../../", import.meta.url).pathname;
+const SCRIPTS_DIR = `${PROJECT_DIR}scripts/`;
 const DEFAULT_KIT = "/var/cache/vhost-device-deno/guest-kit";
 const GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const DEFAULT_TIMEOUT_MS = 180_000;
@@ -51,7 +52,16 @@ export interface GuestOptions {
   qemuArgs?: string[];
   /** Extra kernel command line arguments. */
   kernelArgs?: string[];
-  /** Guest memory, shared through a memfd; default 256. */
+  /**
+   * Copies the host's `deno` and this project's files (`/project` in the
+   * guest, as git lists them, untracked ones included) into the guest, so a
+   * daemon and the TypeScript front-end can run there against the guest
+   * kernel's real devices. The guest has no network: the project's npm
+   * packages come from the host's cache (`deno install` fills it first).
+   * Default memory becomes 1024 MiB.
+   */
+  deno?: boolean;
+  /** Guest memory, shared through a memfd; default 256 (1024 with `deno`). */
   memoryMiB?: number;
   /** Guest vCPUs; default 1. */
   cpus?: number;
@@ -203,7 +213,7 @@ export async function startGuest(options: GuestOptions): Promise<Guest> {
 }
 
 function qemuArgs(kit: GuestKit, options: GuestOptions, initrd: string): string[] {
-  const memory = options.memoryMiB ?? 256;
+  const memory = options.memoryMiB ?? (options.deno ? 1024 : 256);
   const append = ["console=ttyS0", "quiet", "panic=-1", ...(options.kernelArgs ?? [])];
   return [
     ...(options.qemu?.args ?? []),
@@ -419,6 +429,7 @@ export function assertGuestSucceeded(result: GuestResult): void {
 // script, so a test never runs against a half-loaded driver stack.
 const INIT = `#!/bin/sh
 export PATH=${GUEST_PATH}
+export DENO_DIR=/var/deno DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -478,6 +489,20 @@ async function writeInitramfs(
     const files = await resolveTools(options.tools);
     const stamps = await Promise.all(files.map(async (file) => `${file} ${await fileStamp(file)}`));
     parts.push(await cachedPart(cacheDir, "tools", stamps, (dir) => stageFiles(files, dir)));
+  }
+  if (options.deno) {
+    const deno = await resolveTools([Deno.execPath()]);
+    const stamps = await Promise.all(deno.map(async (file) => `${file} ${await fileStamp(file)}`));
+    parts.push(
+      await cachedPart(cacheDir, "deno", stamps, async (dir) => {
+        await stageFiles(deno, dir);
+        await Deno.mkdir(`${dir}/usr/local/bin`, { recursive: true });
+        await Deno.symlink(Deno.execPath(), `${dir}/usr/local/bin/deno`);
+      }),
+    );
+    parts.push(`${tmp}/project.cpio.gz`);
+    await stageProject(`${tmp}/project`);
+    await packCpio(`${tmp}/project`, parts.at(-1)!);
   }
   const scriptDir = `${tmp}/script`;
   await Deno.mkdir(scriptDir);
@@ -568,6 +593,49 @@ async function stageFiles(files: string[], root: string): Promise<void> {
     await Deno.mkdir(dirname(root + file), { recursive: true });
     await Deno.copyFile(file, root + file);
   }
+}
+
+/**
+ * This project's files, as git lists them (untracked ones too), under
+ * `root/project`, and the npm packages of its `deno.json` under the guest's
+ * `DENO_DIR` (`/var/deno`).
+ */
+async function stageProject(root: string): Promise<void> {
+  const install = await new Deno.Command(Deno.execPath(), {
+    args: ["install", "--quiet"],
+    cwd: PROJECT_DIR,
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!install.success) {
+    throw new Error(`deno install failed: ${new TextDecoder().decode(install.stderr)}`);
+  }
+  await Deno.mkdir(`${root}/var/deno`, { recursive: true });
+  const copy = await new Deno.Command("cp", {
+    args: ["-a", `${await denoDir()}/npm`, `${root}/var/deno/`],
+    stderr: "piped",
+  }).output();
+  if (!copy.success) {
+    throw new Error(`copying the npm cache failed: ${new TextDecoder().decode(copy.stderr)}`);
+  }
+  const { success, stdout, stderr } = await new Deno.Command("git", {
+    args: ["-C", PROJECT_DIR, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+    stderr: "piped",
+  }).output();
+  if (!success) throw new Error(`git ls-files failed: ${new TextDecoder().decode(stderr)}`);
+  for (const file of new TextDecoder().decode(stdout).split("\0").filter(Boolean)) {
+    // A deleted file that git still tracks has nothing to copy.
+    if (!exists(PROJECT_DIR + file)) continue;
+    await Deno.mkdir(dirname(`${root}/project/${file}`), { recursive: true });
+    await Deno.copyFile(PROJECT_DIR + file, `${root}/project/${file}`);
+  }
+}
+
+/** The host's `DENO_DIR`, as `deno info` reports it. */
+async function denoDir(): Promise<string> {
+  const { stdout } = await new Deno.Command(Deno.execPath(), { args: ["info", "--json"] })
+    .output();
+  return JSON.parse(new TextDecoder().decode(stdout)).denoDir;
 }
 
 async function packCpio(dir: string, out: string): Promise<void> {
