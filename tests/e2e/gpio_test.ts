@@ -1,6 +1,8 @@
 // vhost-device-gpio under real QEMU (vhost-user-gpio-pci): the guest's
 // gpio-virtio driver and the libgpiod v2 tools use a simulated chip whose
-// inputs the host drives through the daemon's control socket.
+// inputs the host drives through the daemon's control socket; a small
+// guest kernel module (tests/e2e/guest_modules/gpio-level-irq.c) consumes a
+// level-triggered interrupt, which no userspace GPIO API can ask for.
 // Needs root (QEMU, the guest kit). Run: deno test --allow-all tests/e2e/gpio_test.ts
 import assert from "node:assert/strict";
 import { SimControl, startGpioDaemon } from "../../devices/gpio/testing.ts";
@@ -19,7 +21,7 @@ const BURST = 120;
 
 function gpioGuest(socket: string, script: string): GuestOptions {
   return {
-    modules: ["gpio-virtio"],
+    modules: ["gpio-virtio", "gpio-level-irq"],
     tools: TOOLS,
     qemuArgs: [
       "-chardev",
@@ -86,6 +88,24 @@ Deno.test("gpio e2e: the guest's gpio-virtio and libgpiod tools on a simulated c
     gpiomon -c $chip -e rising -n 3 --banner -F "@@RISE %o %E" 5
     gpiomon -c $chip -e falling -n 3 --banner -F "@@FALL %o %E" 6
     echo "@@RESULT edges_done"
+    # A level-high interrupt on line 0 (a kernel consumer: tests/e2e/guest_modules).
+    count=/sys/module/gpio_level_irq/parameters/count
+    label=$(gpiodetect | sed -n "s/^$chip \\[\\(.*\\)\\] .*/\\1/p")
+    echo "$label 0 high" > /sys/module/gpio_level_irq/parameters/attach || exit 4
+    echo "@@RESULT level_idle $(cat $count)"
+    echo "@@LEVEL attached"
+    n=0
+    until [ "$(cat $count)" -ge 20 ]; do n=$((n + 1)); [ $n -gt 600 ] && exit 5; sleep 0.05; done
+    echo "@@LEVEL refired"
+    n=0
+    until [ "$(gpioget --numeric -c $chip 7)" = 0 ]; do
+      n=$((n + 1)); [ $n -gt 600 ] && exit 6; sleep 0.05
+    done
+    sleep 0.5
+    a=$(cat $count)
+    sleep 1
+    echo "@@RESULT level_released $a $(cat $count)"
+    echo "" > /sys/module/gpio_level_irq/parameters/attach
     `,
   ));
   try {
@@ -118,8 +138,15 @@ Deno.test("gpio e2e: the guest's gpio-virtio and libgpiod tools on a simulated c
       await control.set(0, 6, 0);
       await waitForLines(guest, /^@@FALL 6 /, { count: i });
     }
-  } finally {
-    // Whatever happened, let the guest finish (or time out) before judging.
+    // Level high: fires, re-fires while asserted (the guest counts), stops when released.
+    await guest.waitFor("@@LEVEL attached");
+    await control.set(0, 0, 1);
+    await guest.waitFor("@@LEVEL refired");
+    await control.send("set 0 0 0", "set 0 7 0");
+  } catch (error) {
+    guest.kill();
+    await guest.result;
+    throw error;
   }
   const first = await guest.result;
   assertGuestSucceeded(first);
@@ -155,6 +182,17 @@ Deno.test("gpio e2e: the guest's gpio-virtio and libgpiod tools on a simulated c
     "falling",
     first,
   );
+  check(
+    first.results.level_idle === "0",
+    `level irq fired while low: ${first.results.level_idle}`,
+    first,
+  );
+  const [before, after] = (first.results.level_released ?? "").split(" ").map(Number);
+  check(
+    before >= 20 && before === after,
+    `level irq count after release: ${before} → ${after}`,
+    first,
+  );
   await daemon.waitForLog("waiting for a front-end");
   const fds = daemon.fdCount();
   assert.equal((await control.get(0, 1)).direction, "none", "the guest's lines are released");
@@ -166,7 +204,7 @@ Deno.test("gpio e2e: the guest's gpio-virtio and libgpiod tools on a simulated c
   const second = await again.result;
   assertGuestSucceeded(second);
   check(
-    second.results.get === "1 1",
+    second.results.get === "1 0",
     `after restart gpioget 2 7 read "${second.results.get}"`,
     second,
   );
