@@ -5,19 +5,6 @@ import assert from "node:assert/strict";
 import { bit, ProtocolFeature as P } from "../../core/protocol/constants.ts";
 import { VHOST_USER_F_PROTOCOL_FEATURES } from "../../core/protocol/constants.ts";
 import {
-  VIRTIO_F_NOTIFY_ON_EMPTY,
-  VIRTIO_F_VERSION_1,
-  VIRTIO_RING_F_EVENT_IDX,
-  VIRTIO_RING_F_INDIRECT_DESC,
-} from "../../core/virtio/features.ts";
-import {
-  type Chain,
-  DriverMemory,
-  DriverQueue,
-  type UsedBuffer,
-  VhostUserFrontend,
-} from "../../tests/frontend/mod.ts";
-import {
   VIRTIO_GPIO_F_IRQ as F_IRQ,
   VIRTIO_GPIO_IRQ_TYPE_EDGE_BOTH as EDGE_BOTH,
   VIRTIO_GPIO_IRQ_TYPE_EDGE_FALLING as EDGE_FALLING,
@@ -32,10 +19,15 @@ import {
   VIRTIO_GPIO_MSG_SET_IRQ_TYPE as SET_IRQ_TYPE,
   VIRTIO_GPIO_MSG_SET_VALUE as SET_VALUE,
 } from "./protocol.ts";
-import { SimControl, startGpioDaemon } from "./testing.ts";
+import {
+  encodeRequest,
+  GPIO_DRIVER_FEATURES,
+  GpioDriver,
+  SimControl,
+  startGpioDaemon,
+} from "./testing.ts";
 
-const FEATURES = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_NOTIFY_ON_EMPTY) |
-  bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(F_IRQ);
+const FEATURES = GPIO_DRIVER_FEATURES;
 const OK = 0;
 const ERR = 1;
 const IN = 2;
@@ -44,102 +36,8 @@ const NONE = 0;
 const VALID = 1;
 const INVALID = 0;
 
-function request(type: number, gpio: number, value = 0): Uint8Array {
-  const bytes = new Uint8Array(8);
-  const view = new DataView(bytes.buffer);
-  view.setUint16(0, type, true);
-  view.setUint16(2, gpio, true);
-  view.setUint32(4, value, true);
-  return bytes;
-}
-
-/** A driver of the gpio device, as Linux's gpio-virtio drives it. */
-async function session(socket: string, options: { features?: bigint } = {}) {
-  const frontend = await VhostUserFrontend.connect(socket);
-  const memory = new DriverMemory({ size: 4 << 20 });
-  const requestq = new DriverQueue(memory, { size: 256, eventIdx: true });
-  const eventq = new DriverQueue(memory, { size: 256, eventIdx: true });
-  const init = frontend.init();
-  frontend.start({ memory, queues: [requestq, eventq], features: options.features ?? FEATURES });
-  const submit = (q: number, ...chains: Chain[]): number[] => {
-    const queue = q === 0 ? requestq : eventq;
-    const heads = chains.map((chain) => queue.add(chain));
-    queue.publish();
-    if (queue.needsKick()) frontend.kick(q);
-    return heads;
-  };
-  const collect = (q: number, count: number, timeoutMs = 5000): UsedBuffer[] => {
-    const queue = q === 0 ? requestq : eventq;
-    const out: UsedBuffer[] = [];
-    const deadline = performance.now() + timeoutMs;
-    while (out.length < count) {
-      out.push(...queue.takeUsed());
-      if (out.length >= count) break;
-      const left = deadline - performance.now();
-      if (left <= 0 || !frontend.waitForCall(q, left)) break;
-    }
-    return out;
-  };
-  /** Line (or tag) → eventq head of the buffer armed for it. */
-  const armed = new Map<number, number>();
-  const remember = (tag: number, head: number): void => {
-    // A returned head is reused by the next chain: forget whoever had it.
-    for (const [other, h] of armed) if (h === head) armed.delete(other);
-    armed.set(tag, head);
-  };
-  return {
-    frontend,
-    init,
-    /** One request; returns the used buffer. */
-    call(chain: Chain): UsedBuffer {
-      submit(0, chain);
-      const [used] = collect(0, 1);
-      assert.ok(used, "the request came back");
-      return used;
-    },
-    /** A well-formed request with a 2-byte response; returns `[status, value]`. */
-    ask(type: number, gpio: number, value = 0): [number, number] {
-      const used = this.call({ readable: [request(type, gpio, value)], writable: [2] });
-      assert.equal(used.length, 2, "a response is exactly 2 bytes (§5.17.6)");
-      return [used.data[0], used.data[1]];
-    },
-    /** Queues an eventq buffer for `gpio` (unmasks its interrupt). */
-    arm(gpio: number): number {
-      const [head] = submit(1, {
-        readable: [Uint8Array.of(gpio & 0xff, gpio >> 8)],
-        writable: [1],
-      });
-      remember(gpio, head);
-      return head;
-    },
-    /** Queues a hand-made eventq chain, known as `tag` in {@link events}. */
-    armChain(chain: Chain, tag: number): void {
-      const [head] = submit(1, chain);
-      remember(tag, head);
-    },
-    /** The next `count` eventq buffers back, unchecked. */
-    eventsRaw(count: number): UsedBuffer[] {
-      const used = collect(1, count);
-      assert.equal(used.length, count, `${count} eventq buffer(s) came back`);
-      return used;
-    },
-    /** The next `count` eventq buffers back, as `[line, status]` (line from the head). */
-    events(count: number): [number, number][] {
-      const used = collect(1, count);
-      assert.equal(used.length, count, `${count} eventq buffer(s) came back`);
-      return used.map((u) => {
-        assert.equal(u.length, 1, "an irq response is exactly 1 byte (§5.17.7)");
-        const line = [...armed].find(([, head]) => head === u.head)?.[0] ?? -1;
-        armed.delete(line);
-        return [line, u.data[0]];
-      });
-    },
-    close(): void {
-      frontend.close();
-      memory.close();
-    },
-  };
-}
+const request = encodeRequest;
+const session = GpioDriver.connect;
 
 Deno.test("gpio daemon: negotiation, config space and every request on a simulated chip", async () => {
   await using daemon = await startGpioDaemon("s8");

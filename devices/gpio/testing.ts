@@ -6,7 +6,23 @@
  * @module
  */
 
+import { bit } from "../../core/protocol/constants.ts";
+import {
+  VIRTIO_F_NOTIFY_ON_EMPTY,
+  VIRTIO_F_VERSION_1,
+  VIRTIO_RING_F_EVENT_IDX,
+  VIRTIO_RING_F_INDIRECT_DESC,
+} from "../../core/virtio/features.ts";
+import {
+  type Chain,
+  DriverMemory,
+  DriverQueue,
+  type InitResult,
+  type UsedBuffer,
+  VhostUserFrontend,
+} from "../../tests/frontend/mod.ts";
 import { DaemonProcess } from "../../tests/integration/daemon_process.ts";
+import { IRQ_RESPONSE_SIZE, RESPONSE_SIZE, VIRTIO_GPIO_F_IRQ } from "./protocol.ts";
 
 const MAIN = new URL("./main.ts", import.meta.url).pathname;
 
@@ -135,5 +151,141 @@ async function* readLines(conn: Deno.UnixConn): AsyncGenerator<string> {
       yield pending.slice(0, newline);
       pending = pending.slice(newline + 1);
     }
+  }
+}
+
+/** The features Linux's gpio-virtio driver acks (all the device offers). */
+export const GPIO_DRIVER_FEATURES: bigint = bit(VIRTIO_F_VERSION_1) |
+  bit(VIRTIO_F_NOTIFY_ON_EMPTY) | bit(VIRTIO_RING_F_INDIRECT_DESC) |
+  bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_GPIO_F_IRQ);
+
+/** A `struct virtio_gpio_request` (§5.17.6). */
+export function encodeRequest(type: number, gpio: number, value = 0): Uint8Array {
+  const bytes = new Uint8Array(8);
+  const view = new DataView(bytes.buffer);
+  view.setUint16(0, type, true);
+  view.setUint16(2, gpio, true);
+  view.setUint32(4, value >>> 0, true);
+  return bytes;
+}
+
+/**
+ * A driver of the gpio device over the TypeScript vhost-user front-end, as
+ * Linux's gpio-virtio drives it: requests on queue 0, one eventq buffer per
+ * unmasked line on queue 1. Waits block (the daemon is another process).
+ */
+export class GpioDriver {
+  /** The vhost-user front-end. */
+  readonly frontend: VhostUserFrontend;
+  /** What the connect-time negotiation learned. */
+  readonly init: InitResult;
+  readonly #memory: DriverMemory;
+  readonly #queues: readonly [DriverQueue, DriverQueue];
+  /** Line (or tag) → eventq head of the buffer armed for it. */
+  readonly #armed = new Map<number, number>();
+
+  private constructor(
+    frontend: VhostUserFrontend,
+    options: { memory: DriverMemory; queues: [DriverQueue, DriverQueue]; init: InitResult },
+  ) {
+    this.frontend = frontend;
+    this.#memory = options.memory;
+    this.#queues = options.queues;
+    this.init = options.init;
+  }
+
+  /** Connects to `socket` and starts both queues with `features` (default {@link GPIO_DRIVER_FEATURES}). */
+  static async connect(socket: string, options: { features?: bigint } = {}): Promise<GpioDriver> {
+    const frontend = await VhostUserFrontend.connect(socket);
+    const memory = new DriverMemory({ size: 4 << 20 });
+    const queues: [DriverQueue, DriverQueue] = [
+      new DriverQueue(memory, { size: 256, eventIdx: true }),
+      new DriverQueue(memory, { size: 256, eventIdx: true }),
+    ];
+    const init = frontend.init();
+    frontend.start({ memory, queues, features: options.features ?? GPIO_DRIVER_FEATURES });
+    return new GpioDriver(frontend, { memory, queues, init });
+  }
+
+  /** Sends one requestq chain and waits for it to come back. */
+  call(chain: Chain): UsedBuffer {
+    this.#submit(0, chain);
+    const [used] = this.#collect(0, 1);
+    if (!used) throw new Error("the request did not come back in time");
+    return used;
+  }
+
+  /** A well-formed request with a 2-byte response; returns `[status, value]`. */
+  ask(type: number, gpio: number, value = 0): [number, number] {
+    const used = this.call({ readable: [encodeRequest(type, gpio, value)], writable: [2] });
+    if (used.length !== RESPONSE_SIZE) {
+      throw new Error(`a response of ${used.length} bytes, not ${RESPONSE_SIZE} (§5.17.6)`);
+    }
+    return [used.data[0], used.data[1]];
+  }
+
+  /** Queues an eventq buffer for `gpio` (unmasks its interrupt); returns its head. */
+  arm(gpio: number): number {
+    return this.armChain(
+      { readable: [Uint8Array.of(gpio & 0xff, gpio >> 8)], writable: [1] },
+      gpio,
+    );
+  }
+
+  /** Queues a hand-made eventq chain, reported as `tag` by {@link events}. */
+  armChain(chain: Chain, tag: number): number {
+    const head = this.#submit(1, chain);
+    // A returned head is reused by the next chain: forget whoever had it.
+    for (const [other, h] of this.#armed) if (h === head) this.#armed.delete(other);
+    this.#armed.set(tag, head);
+    return head;
+  }
+
+  /** The next `count` eventq buffers back, unchecked. Throws if they do not come. */
+  eventsRaw(count: number, options: { timeoutMs?: number } = {}): UsedBuffer[] {
+    const used = this.#collect(1, count, options.timeoutMs);
+    if (used.length !== count) {
+      throw new Error(`${used.length} of ${count} eventq buffer(s) came back in time`);
+    }
+    return used;
+  }
+
+  /** The next `count` eventq buffers back, as `[line or tag, status]`. */
+  events(count: number, options: { timeoutMs?: number } = {}): [number, number][] {
+    return this.eventsRaw(count, options).map((used) => {
+      if (used.length !== IRQ_RESPONSE_SIZE) {
+        throw new Error(`an irq response of ${used.length} bytes, not 1 (§5.17.7)`);
+      }
+      const tag = [...this.#armed].find(([, head]) => head === used.head)?.[0] ?? -1;
+      this.#armed.delete(tag);
+      return [tag, used.data[0]];
+    });
+  }
+
+  /** Hangs up and frees the guest memory. */
+  close(): void {
+    this.frontend.close();
+    this.#memory.close();
+  }
+
+  #submit(q: 0 | 1, chain: Chain): number {
+    const queue = this.#queues[q];
+    const head = queue.add(chain);
+    queue.publish();
+    if (queue.needsKick()) this.frontend.kick(q);
+    return head;
+  }
+
+  #collect(q: 0 | 1, count: number, timeoutMs = 5000): UsedBuffer[] {
+    const queue = this.#queues[q];
+    const out: UsedBuffer[] = [];
+    const deadline = performance.now() + timeoutMs;
+    while (out.length < count) {
+      out.push(...queue.takeUsed());
+      if (out.length >= count) break;
+      const left = deadline - performance.now();
+      if (left <= 0 || !this.frontend.waitForCall(q, left)) break;
+    }
+    return out;
   }
 }
