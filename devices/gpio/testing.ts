@@ -65,7 +65,8 @@ export async function startGpioDaemon(
     cpu: options.cpu,
   });
   try {
-    await daemon.waitForLog("listening on", { count });
+    // Generous: the first `deno run` inside a TCG guest takes seconds.
+    await daemon.waitForLog("listening on", { count, timeoutMs: 60_000 });
   } catch (error) {
     await daemon.stop();
     throw error;
