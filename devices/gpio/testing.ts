@@ -37,7 +37,7 @@ export type GpioDaemonProcess = DaemonProcess & {
 /**
  * Starts `deno run -A devices/gpio/main.ts -s <tmp>/gpio.sock --sim-control
  * <tmp>/sim.sock -l <deviceList> <args>` at log level info (or the one in
- * `args`) and waits until every socket listens. Stopping it removes the
+ * `args`) and waits until every socket exists (it listens). Stopping it removes the
  * temporary directory.
  */
 export async function startGpioDaemon(
@@ -49,6 +49,8 @@ export async function startGpioDaemon(
   const controlPath = `${dir}/sim.sock`;
   const count = deviceList.split(":").length;
   const args = options.args ?? [];
+  const simulated = deviceList.includes("s");
+  const sockets = Array.from({ length: count }, (_, i) => `${socketPrefix}${i}`);
   const daemon = await DaemonProcess.start(MAIN, {
     args: [
       "-s",
@@ -57,20 +59,16 @@ export async function startGpioDaemon(
       String(count),
       "-l",
       deviceList,
-      ...(deviceList.includes("s") ? ["--sim-control", controlPath] : []),
+      ...(simulated ? ["--sim-control", controlPath] : []),
       ...(args.includes("--log-level") ? [] : ["--log-level", "info"]),
       ...args,
     ],
+    waitFor: [...(simulated ? [controlPath] : []), ...sockets],
+    // Generous: the first `deno run` inside a TCG guest takes seconds.
+    startTimeoutMs: 60_000,
     tempDir: dir,
     cpu: options.cpu,
   });
-  try {
-    // Generous: the first `deno run` inside a TCG guest takes seconds.
-    await daemon.waitForLog("listening on", { count, timeoutMs: 60_000 });
-  } catch (error) {
-    await daemon.stop();
-    throw error;
-  }
   return Object.assign(daemon, { socketPrefix, controlPath });
 }
 

@@ -18,6 +18,8 @@ export interface DaemonOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** A directory the daemon owns (its sockets'): removed recursively on {@link DaemonProcess.stop}. */
   readonly tempDir?: string;
+  /** How long to wait for `waitFor`, in milliseconds. Default 20 000. */
+  readonly startTimeoutMs?: number;
 }
 
 /** Options of {@link DaemonProcess.waitForLog}. */
@@ -57,7 +59,7 @@ export class DaemonProcess implements AsyncDisposable {
   /**
    * Spawns `deno run --allow-all <entry> <args>` with stderr captured and
    * waits until every path in `waitFor` exists (the daemon listens). Throws,
-   * with the log, if the daemon exits first or takes over 20 s.
+   * with the log, if the daemon exits first or takes longer than `startTimeoutMs`.
    */
   static async start(entry: string, options: DaemonOptions): Promise<DaemonProcess> {
     const command = ["run", "--allow-all", entry, ...options.args];
@@ -70,7 +72,7 @@ export class DaemonProcess implements AsyncDisposable {
       stderr: "piped",
     }).spawn();
     const daemon = new DaemonProcess(child, options.tempDir);
-    const deadline = Date.now() + 20_000;
+    const deadline = Date.now() + (options.startTimeoutMs ?? 20_000);
     for (const path of options.waitFor ?? []) {
       while (!exists(path)) {
         if (!daemon.running || Date.now() > deadline) {
