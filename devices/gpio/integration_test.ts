@@ -211,11 +211,28 @@ Deno.test("gpio daemon: edge interrupts are latched while masked and delivered i
       assert.deepEqual(s.ask(SET_IRQ_TYPE, line, EDGE_BOTH), [OK, 0]);
       s.arm(line);
     }
+    assert.deepEqual(s.ask(GET_DIRECTION, 7), [OK, IN]); // the buffers are taken
     await control.send("set 0 7 1", "set 0 5 1", "set 0 6 1");
     assert.deepEqual(s.events(3), [[7, VALID], [5, VALID], [6, VALID]]);
     // EDGE_BOTH: a falling edge too.
     s.arm(6);
     await control.set(0, 6, 0);
+    assert.deepEqual(s.events(1), [[6, VALID]]);
+
+    // An unpaced burst: 1000 edges in one write, faster than any driver unmasks. Edges
+    // coalesce into the latch (§5.17.7), one interrupt per unmask; nothing wedges.
+    s.arm(6);
+    // A request after the kick: once answered, the daemon has taken the eventq buffer too.
+    assert.deepEqual(s.ask(GET_DIRECTION, 6), [OK, IN]);
+    await control.send(...Array.from({ length: 1000 }, (_, i) => `set 0 6 ${(i + 1) % 2}`));
+    assert.deepEqual(s.events(1), [[6, VALID]]);
+    s.arm(6);
+    assert.deepEqual(s.events(1), [[6, VALID]], "the edges after the first were latched");
+    s.arm(6);
+    await control.set(0, 6, 1);
+    assert.deepEqual(s.events(1), [[6, VALID]], "and the next edge is delivered");
+    await control.set(0, 6, 0);
+    s.arm(6);
     assert.deepEqual(s.events(1), [[6, VALID]]);
 
     // Disabling discards the latch and returns the held buffer.

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import {
   encodeConfig,
   encodeLineNames,
@@ -89,5 +90,27 @@ Deno.test("encodeConfig: le16 ngpio, zero padding, le32 gpio_names_size", () => 
   assert.deepEqual(
     encodeConfig({ ngpio: 0x0102, namesSize: 0x03040506 }),
     Uint8Array.of(2, 1, 0, 0, 6, 5, 4, 3),
+  );
+});
+
+Deno.test("parseRequest: any 8 bytes decode to an in-range request or an error, never a throw", () => {
+  fc.assert(
+    fc.property(
+      fc.uint8Array({ minLength: 8, maxLength: 8 }),
+      fc.integer({ min: 1, max: 0xffff }),
+      fc.boolean(),
+      (raw, ngpio, irq) => {
+        const result = parseRequest(raw, { ngpio, irq });
+        if ("error" in result) return true;
+        if ("gpio" in result && result.gpio >= ngpio) return false;
+        if ("value" in result && result.value > 1) return false;
+        if ("direction" in result && result.direction > 2) return false;
+        if ("irqType" in result && (!irq || ![0, 1, 2, 3, 4, 8].includes(result.irqType))) {
+          return false;
+        }
+        return true;
+      },
+    ),
+    { numRuns: 5000 },
   );
 });
