@@ -133,12 +133,15 @@ export class GpioDevice implements VirtioDevice {
   readonly #lines: LineState[];
   #context: DeviceContext | null = null;
   #irq = false;
+  #featuresLogged = false;
+  readonly #log: Logger | undefined;
   #passDeferred = false;
   #rejected = 0;
 
   /** A device serving `chip`'s lines. */
   constructor(chip: GpioChip, options: { log?: Logger } = {}) {
     this.#chip = chip;
+    this.#log = options.log;
     const { names, changes } = sanitizeLineNames(chip.lineNames());
     for (const change of changes) options.log?.warn(`${chip.label}: ${change}`);
     this.#names = encodeLineNames(names);
@@ -157,7 +160,17 @@ export class GpioDevice implements VirtioDevice {
   }
 
   acknowledgeFeatures(features: bigint): void {
-    this.#irq = (features & bit(VIRTIO_GPIO_F_IRQ)) !== 0n;
+    const irq = (features & bit(VIRTIO_GPIO_F_IRQ)) !== 0n;
+    if (irq !== this.#irq || !this.#featuresLogged) {
+      // Some front-ends drop the bit (QEMU 7.2): say why a guest has no interrupts.
+      this.#log?.info(
+        `driver features 0x${features.toString(16)}: interrupts ${
+          irq ? "on" : "off (no VIRTIO_GPIO_F_IRQ)"
+        }`,
+      );
+    }
+    this.#featuresLogged = true;
+    this.#irq = irq;
   }
 
   readConfig(offset: number, length: number): Uint8Array {

@@ -8,7 +8,9 @@ import assert from "node:assert/strict";
 import { SimControl, startGpioDaemon } from "../../devices/gpio/testing.ts";
 import {
   assertGuestSucceeded,
+  bootGuest,
   consoleTail,
+  ensureGuestKit,
   type Guest,
   type GuestOptions,
   type GuestResult,
@@ -211,4 +213,38 @@ Deno.test("gpio e2e: the guest's gpio-virtio and libgpiod tools on a simulated c
   await daemon.waitForLog("waiting for a front-end", { count: 2 });
   assert.equal(daemon.fdCount(), fds, "the daemon's fd count grew across QEMU restarts");
   assert.ok(daemon.running, daemon.log);
+});
+
+Deno.test("gpio e2e: bookworm's QEMU 7.2: names, get and set work; it drops VIRTIO_GPIO_F_IRQ, so no interrupts", async () => {
+  const kit = await ensureGuestKit();
+  await using daemon = await startGpioDaemon("s8");
+  await using control = await SimControl.connect(daemon.controlPath);
+  await control.set(0, 2, 1);
+  const result = await bootGuest({
+    ...gpioGuest(
+      `${daemon.socketPrefix}0`,
+      `
+      echo "@@RESULT names $(gpioinfo -c $chip | grep -c '"line[0-7]"')"
+      echo "@@RESULT get $(gpioget --numeric -c $chip 2 3)"
+      gpioset -c $chip -t 0 1=1
+      echo "@@RESULT set $?"
+      # QEMU 7.2 never offers the interrupt feature to the guest: no irq for the line.
+      gpiomon -c $chip -n 1 4 2>&1 | tr '\n' ' ' | sed 's/^/@@RESULT monitor /'
+      echo
+      `,
+    ),
+    qemu: kit.qemu72,
+  });
+  assertGuestSucceeded(result);
+  check(result.results.names === "8", `gpioinfo named ${result.results.names} lines`, result);
+  check(result.results.get === "1 0", `gpioget 2 3 read "${result.results.get}"`, result);
+  check(result.results.set === "0", `gpioset exited ${result.results.set}`, result);
+  check(
+    /No such device/.test(result.results.monitor ?? ""),
+    `gpiomon: ${result.results.monitor}`,
+    result,
+  );
+  assert.doesNotMatch(result.qemuStderr, /vhost|error/i, "QEMU complained");
+  await daemon.waitForLog("line 1 out, value 1");
+  await daemon.waitForLog("interrupts off (no VIRTIO_GPIO_F_IRQ)");
 });
