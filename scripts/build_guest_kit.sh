@@ -165,7 +165,7 @@ fi
 # dependency: both go into one module, irq_sim patched to use the exported
 # generic_handle_irq), and gpio-level-irq from tests/e2e/guest_modules, a
 # consumer of level-triggered GPIO interrupts (no userspace API asks for one).
-if ! done_step gpiosim; then
+if ! done_step gpiosim || [[ ! -f $moddir/extra/gpio-sim.ko ]]; then
   rm -rf "$scratch/headers" "$scratch/gpiosim"
   for pkg in "linux-headers-$abi-amd64" "linux-headers-$abi-common" "linux-kbuild-$abi"; do
     run dpkg-deb -x "$(deb_of "$pkg")" "$scratch/headers"
