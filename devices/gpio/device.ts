@@ -110,6 +110,18 @@ interface LineState {
   value: Level;
 }
 
+/**
+ * The eventq buffers held when the ring stopped (a VM pause stops and
+ * restarts the rings without telling the device why): line → head, and where
+ * the ring stood, to recognise the same ring when it resumes.
+ */
+interface Suspended {
+  readonly heads: ReadonlyMap<number, number>;
+  readonly size: number;
+  readonly nextAvail: number;
+  readonly nextUsed: number;
+}
+
 /** A request failed: the driver gets VIRTIO_GPIO_STATUS_ERR, the log gets the reason. */
 class RequestFailed extends Error {}
 
@@ -137,6 +149,7 @@ export class GpioDevice implements VirtioDevice {
   readonly #log: Logger | undefined;
   #passDeferred = false;
   #rejected = 0;
+  #suspended: Suspended | null = null;
 
   /** A device serving `chip`'s lines. */
   constructor(chip: GpioChip, options: { log?: Logger } = {}) {
@@ -188,11 +201,27 @@ export class GpioDevice implements VirtioDevice {
   }
 
   queueStopped(queue: number): void {
-    // Buffers held for interrupts belong to the ring that stopped.
-    if (queue === EVENTQ) { for (const line of this.#lines) line.armed = null; }
+    if (queue !== EVENTQ) return;
+    // The driver still counts the held buffers in flight: remember them for
+    // the ring's resumption (VM pause); a fresh ring (guest reset) drops them.
+    const heads = new Map<number, number>();
+    let ring: SplitQueue | null = null;
+    for (const [gpio, line] of this.#lines.entries()) {
+      if (!line.armed) continue;
+      heads.set(gpio, line.armed.chain.head);
+      ring = line.armed.queue;
+      line.armed = null;
+    }
+    this.#suspended = ring && {
+      heads,
+      size: ring.size,
+      nextAvail: ring.nextAvail,
+      nextUsed: ring.nextUsed,
+    };
   }
 
   reset(): void {
+    this.#suspended = null;
     this.#chip.setEdgeListener(null);
     this.#chip.releaseAll();
     for (const line of this.#lines) {
@@ -366,6 +395,7 @@ export class GpioDevice implements VirtioDevice {
     const context = this.#context;
     const queue = context?.queue(EVENTQ);
     if (!context || !queue) return;
+    if (this.#suspended) this.#resume(queue, context.log);
     let served = 0;
     do {
       queue.disableNotification();
@@ -378,6 +408,38 @@ export class GpioDevice implements VirtioDevice {
     if (served > 0 && context.log.enabled("trace")) {
       context.log.trace(`eventq: ${served} buffer(s) received`);
     }
+  }
+
+  /**
+   * The eventq started again. If it is the ring that stopped, at the same
+   * place, the buffers held then are held again (and fire if due); a ring
+   * set up afresh (a reset driver) never sees them.
+   */
+  #resume(queue: SplitQueue, log: Logger): void {
+    const suspended = this.#suspended!;
+    this.#suspended = null;
+    if (
+      queue.size !== suspended.size || queue.nextAvail !== suspended.nextAvail ||
+      queue.nextUsed !== suspended.nextUsed
+    ) {
+      log.info(`eventq set up afresh: ${suspended.heads.size} held buffer(s) forgotten`);
+      return;
+    }
+    for (const [gpio, head] of suspended.heads) {
+      const chain = queue.chainAt(head);
+      if (!chain) continue;
+      const line = this.#lines[gpio];
+      if (line.irqType === VIRTIO_GPIO_IRQ_TYPE_NONE) {
+        this.#complete({ chain, queue }, VIRTIO_GPIO_IRQ_STATUS_INVALID, { notify: false });
+        continue;
+      }
+      line.armed = { chain, queue };
+      if (line.latched) {
+        line.latched = false;
+        this.#fire(gpio, { notify: false });
+      } else if (isLevelIrq(line.irqType)) this.#fireIfAsserted(gpio, { notify: false });
+    }
+    log.info(`eventq resumed: ${suspended.heads.size} held buffer(s) kept`);
   }
 
   /** An eventq buffer arrived: the driver unmasks one line's interrupt (§5.17.7). */
@@ -459,17 +521,40 @@ export class GpioDevice implements VirtioDevice {
     const armed = line.armed;
     if (!armed) return;
     line.armed = null;
-    this.#context?.log.trace(`line ${gpio}: interrupt delivered`);
-    this.#complete(armed, VIRTIO_GPIO_IRQ_STATUS_VALID, options);
+    if (this.#complete(armed, VIRTIO_GPIO_IRQ_STATUS_VALID, options)) {
+      this.#context?.log.trace(`line ${gpio}: interrupt delivered`);
+      return;
+    }
+    // The ring is disabled right now: keep the buffer, and an edge for later.
+    line.armed = armed;
+    if (!isLevelIrq(line.irqType)) line.latched = true;
   }
 
-  /** Returns an eventq buffer with `status` (§5.17.7: exactly one byte). */
-  #complete(armed: Armed, status: number, options: { notify?: boolean } = {}): void {
-    // The ring was set up again since: the buffer died with the old one.
-    if (this.#context?.queue(EVENTQ) !== armed.queue) return;
-    writeSlices(armed.chain.writable, Uint8Array.of(status));
-    armed.queue.addUsed(armed.chain.head, IRQ_RESPONSE_SIZE);
-    if (options.notify ?? true) armed.queue.notify();
+  /**
+   * Returns an eventq buffer with `status` (§5.17.7: exactly one byte).
+   * False if the eventq is not running (disabled, or set up afresh).
+   */
+  #complete(armed: Armed, status: number, options: { notify?: boolean } = {}): boolean {
+    const target = this.#current(armed);
+    if (!target) return false;
+    writeSlices(target.chain.writable, Uint8Array.of(status));
+    target.queue.addUsed(target.chain.head, IRQ_RESPONSE_SIZE);
+    if (options.notify ?? true) target.queue.notify();
+    return true;
+  }
+
+  /**
+   * The held buffer on the eventq as it runs now. The core rebuilds a live
+   * ring over a new memory table or feature set without stopping it: the
+   * same ring and descriptors, new views, so the chain is parsed again.
+   */
+  #current(armed: Armed): Armed | null {
+    const queue = this.#context?.queue(EVENTQ);
+    if (!queue) return null;
+    if (queue === armed.queue) return armed;
+    if (queue.size !== armed.queue.size) return null;
+    const chain = queue.chainAt(armed.chain.head);
+    return chain && { chain, queue };
   }
 
   #reject(log: Logger, reason: string): void {

@@ -325,3 +325,48 @@ Deno.test("gpio daemon: reconnects find lines released; the fd count stays the s
   assert.equal(daemon.fdCount(), fds, "the daemon's fd count grew across connections");
   assert.ok(daemon.running);
 });
+
+Deno.test("gpio daemon: held eventq buffers survive a VM pause and a live memory-table update; a reset driver's fresh rings never get them", async () => {
+  await using daemon = await startGpioDaemon("s4");
+  await using control = await SimControl.connect(daemon.controlPath);
+  const s = await session(`${daemon.socketPrefix}0`);
+  try {
+    for (const line of [0, 1]) {
+      assert.deepEqual(s.ask(SET_DIRECTION, line, IN), [OK, 0]);
+      assert.deepEqual(s.ask(SET_IRQ_TYPE, line, EDGE_BOTH), [OK, 0]);
+    }
+    s.arm(0);
+    s.arm(1);
+    assert.deepEqual(s.ask(GET_DIRECTION, 0), [OK, IN]); // the buffers are taken
+
+    // stop/cont: the rings stop (GET_VRING_BASE) and start again at the same place.
+    s.stopRings();
+    s.startRings();
+    await control.set(0, 0, 1);
+    assert.deepEqual(s.events(1), [[0, VALID]], "line 0's buffer, held across the pause");
+    await daemon.waitForLog("eventq resumed: 2 held buffer(s) kept");
+    // A new memory table while the rings run: the core rebuilds them.
+    s.resendMemoryTable();
+    await control.set(0, 1, 1);
+    assert.deepEqual(s.events(1), [[1, VALID]], "line 1's buffer, held across the rebuild");
+    // An edge while paused is latched and delivered on resumption.
+    s.arm(0);
+    assert.deepEqual(s.ask(GET_DIRECTION, 0), [OK, IN]);
+    s.stopRings();
+    await control.set(0, 0, 0);
+    s.startRings();
+    assert.deepEqual(s.events(1), [[0, VALID]], "the edge from the pause");
+
+    // A driver reset: fresh rings. The held buffer must not come back on them
+    // (its head would not be in flight: takeUsed would throw).
+    s.arm(1);
+    assert.deepEqual(s.ask(GET_DIRECTION, 1), [OK, IN]);
+    s.resetRings();
+    await daemon.waitForLog("eventq set up afresh: 1 held buffer(s) forgotten");
+    await control.set(0, 1, 0); // latched: nothing is armed now
+    s.arm(1);
+    assert.deepEqual(s.events(1), [[1, VALID]], "a new buffer on the fresh ring");
+  } finally {
+    s.close();
+  }
+});

@@ -179,15 +179,22 @@ export class GpioDriver {
   /** What the connect-time negotiation learned. */
   readonly init: InitResult;
   readonly #memory: DriverMemory;
-  readonly #queues: readonly [DriverQueue, DriverQueue];
+  readonly #queues: [DriverQueue, DriverQueue];
+  readonly #features: bigint;
   /** Line (or tag) → eventq head of the buffer armed for it. */
   readonly #armed = new Map<number, number>();
 
   private constructor(
     frontend: VhostUserFrontend,
-    options: { memory: DriverMemory; queues: [DriverQueue, DriverQueue]; init: InitResult },
+    options: {
+      memory: DriverMemory;
+      queues: [DriverQueue, DriverQueue];
+      init: InitResult;
+      features: bigint;
+    },
   ) {
     this.frontend = frontend;
+    this.#features = options.features;
     this.#memory = options.memory;
     this.#queues = options.queues;
     this.init = options.init;
@@ -202,8 +209,9 @@ export class GpioDriver {
       new DriverQueue(memory, { size: 256, eventIdx: true }),
     ];
     const init = frontend.init();
-    frontend.start({ memory, queues, features: options.features ?? GPIO_DRIVER_FEATURES });
-    return new GpioDriver(frontend, { memory, queues, init });
+    const features = options.features ?? GPIO_DRIVER_FEATURES;
+    frontend.start({ memory, queues, features });
+    return new GpioDriver(frontend, { memory, queues, init, features });
   }
 
   /** Sends one requestq chain and waits for it to come back. */
@@ -259,6 +267,29 @@ export class GpioDriver {
       this.#armed.delete(tag);
       return [tag, used.data[0]];
     });
+  }
+
+  /** Stops both rings (GET_VRING_BASE), as QEMU does on a VM pause (`stop`). */
+  stopRings(): void {
+    this.frontend.stop();
+  }
+
+  /** Starts the rings again where they stood (`cont`): buffers in flight stay in flight. */
+  startRings(): void {
+    this.frontend.start({ memory: this.#memory, queues: this.#queues, features: this.#features });
+  }
+
+  /** Stops both rings and starts fresh ones, as a driver does after a device reset. */
+  resetRings(): void {
+    this.frontend.stop();
+    for (const queue of this.#queues) queue.reset();
+    this.#armed.clear();
+    this.frontend.start({ memory: this.#memory, queues: this.#queues, features: this.#features });
+  }
+
+  /** Sends the memory table again while the rings run (the back-end rebuilds them). */
+  resendMemoryTable(): void {
+    this.frontend.setMemTable(this.#memory.regions());
   }
 
   /** Hangs up and frees the guest memory. */
