@@ -2,7 +2,8 @@
 // gpio-virtio driver and the libgpiod v2 tools use a simulated chip whose
 // inputs the host drives through the daemon's control socket; a small
 // guest kernel module (tests/e2e/guest_modules/gpio-level-irq.c) consumes a
-// level-triggered interrupt, which no userspace GPIO API can ask for.
+// level-triggered interrupt, which no userspace GPIO API can ask for; the VM
+// is paused and continued through QEMU's monitor with an interrupt pending.
 // Needs root (QEMU, the guest kit). Run: deno test --allow-all tests/e2e/gpio_test.ts
 import assert from "node:assert/strict";
 import { SimControl, startGpioDaemon } from "../../devices/gpio/testing.ts";
@@ -61,14 +62,52 @@ async function waitForLines(
   }
 }
 
-Deno.test("gpio e2e: the guest's gpio-virtio and libgpiod tools on a simulated chip; edges paced and complete; QEMU restarted", async () => {
+/** QEMU's human monitor on a Unix socket: one command at a time, up to the next prompt. */
+class Monitor implements AsyncDisposable {
+  readonly #conn: Deno.UnixConn;
+  #text = "";
+
+  private constructor(conn: Deno.UnixConn) {
+    this.#conn = conn;
+  }
+
+  static async connect(path: string): Promise<Monitor> {
+    const monitor = new Monitor(await Deno.connect({ transport: "unix", path }));
+    await monitor.#prompt();
+    return monitor;
+  }
+
+  /** Runs `command` and waits for QEMU's next prompt (the command has taken effect). */
+  async command(command: string): Promise<void> {
+    await this.#conn.write(new TextEncoder().encode(command + "\n"));
+    await this.#prompt();
+  }
+
+  async #prompt(): Promise<void> {
+    const buffer = new Uint8Array(4096);
+    while (!this.#text.includes("(qemu) ")) {
+      const n = await this.#conn.read(buffer);
+      if (n === null) throw new Error(`the monitor closed: ${this.#text}`);
+      this.#text += new TextDecoder().decode(buffer.subarray(0, n));
+    }
+    this.#text = this.#text.slice(this.#text.indexOf("(qemu) ") + 7);
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.#conn.close();
+    return Promise.resolve();
+  }
+}
+
+Deno.test("gpio e2e: the guest's gpio-virtio and libgpiod tools on a simulated chip; edges paced and complete; level irq; VM paused; QEMU restarted", async () => {
   await using daemon = await startGpioDaemon("s8");
   await using control = await SimControl.connect(daemon.controlPath);
   const socket = `${daemon.socketPrefix}0`;
   // The outside world before the guest boots: line 2 pulled high, line 3 low.
   await control.set(0, 2, 1);
 
-  const guest = await startGuest(gpioGuest(
+  const monitorPath = `${daemon.socketPrefix}.monitor`;
+  const options = gpioGuest(
     socket,
     `
     echo "@@RESULT detect $(gpiodetect)"
@@ -89,6 +128,8 @@ Deno.test("gpio e2e: the guest's gpio-virtio and libgpiod tools on a simulated c
     echo "@@RESULT both_done $?"
     gpiomon -c $chip -e rising -n 3 --banner -F "@@RISE %o %E" 5
     gpiomon -c $chip -e falling -n 3 --banner -F "@@FALL %o %E" 6
+    # Across a VM pause (the host stops and continues QEMU): an edge during it, one after.
+    gpiomon -c $chip -e both -n 2 --banner -F "@@PAUSE %o %E" 3
     echo "@@RESULT edges_done"
     # A level-high interrupt on line 0 (a kernel consumer: tests/e2e/guest_modules).
     count=/sys/module/gpio_level_irq/parameters/count
@@ -109,7 +150,10 @@ Deno.test("gpio e2e: the guest's gpio-virtio and libgpiod tools on a simulated c
     echo "@@RESULT level_released $a $(cat $count)"
     echo "" > /sys/module/gpio_level_irq/parameters/attach
     `,
-  ));
+  );
+  // QEMU's human monitor, to pause and continue the VM.
+  options.qemuArgs!.push("-monitor", `unix:${monitorPath},server=on,wait=off`);
+  const guest = await startGuest(options);
   try {
     // gpioset: the host side sees the line driven high.
     await guest.waitFor("@@SET");
@@ -140,6 +184,17 @@ Deno.test("gpio e2e: the guest's gpio-virtio and libgpiod tools on a simulated c
       await control.set(0, 6, 0);
       await waitForLines(guest, /^@@FALL 6 /, { count: i });
     }
+    // stop/cont: QEMU stops the rings and resumes them; the held eventq buffer must still fire.
+    await waitForLines(guest, /Monitoring line/, { count: 4 });
+    {
+      await using monitor = await Monitor.connect(monitorPath);
+      await monitor.command("stop");
+      await control.set(0, 3, 1);
+      await monitor.command("cont");
+    }
+    await waitForLines(guest, /^@@PAUSE 3 rising/, { count: 1 });
+    await control.set(0, 3, 0);
+    await waitForLines(guest, /^@@PAUSE 3 falling/, { count: 1 });
     // Level high: fires, re-fires while asserted (the guest counts), stops when released.
     await guest.waitFor("@@LEVEL attached");
     await control.set(0, 0, 1);
