@@ -111,11 +111,11 @@ interface LineState {
 }
 
 /**
- * The eventq buffers held when the ring stopped (a VM pause stops and
- * restarts the rings without telling the device why): line → head, and where
- * the ring stood, to recognise the same ring when it resumes.
+ * Where the eventq stood when it stopped, and the buffers held then (line →
+ * head). A VM pause stops and restarts the rings without telling the device
+ * why; the ring's position tells the same ring resuming from a fresh one.
  */
-interface Suspended {
+interface Stopped {
   readonly heads: ReadonlyMap<number, number>;
   readonly size: number;
   readonly nextAvail: number;
@@ -149,7 +149,9 @@ export class GpioDevice implements VirtioDevice {
   readonly #log: Logger | undefined;
   #passDeferred = false;
   #rejected = 0;
-  #suspended: Suspended | null = null;
+  /** The eventq last seen running. */
+  #eventq: SplitQueue | null = null;
+  #stopped: Stopped | null = null;
 
   /** A device serving `chip`'s lines. */
   constructor(chip: GpioChip, options: { log?: Logger } = {}) {
@@ -201,28 +203,30 @@ export class GpioDevice implements VirtioDevice {
   }
 
   queueStopped(queue: number): void {
-    if (queue !== EVENTQ) return;
+    const ring = this.#eventq;
+    if (queue !== EVENTQ || !ring) return;
     // The driver still counts the held buffers in flight: remember them for
-    // the ring's resumption (VM pause); a fresh ring (guest reset) drops them.
+    // the ring's resumption (VM pause).
     const heads = new Map<number, number>();
-    let ring: SplitQueue | null = null;
     for (const [gpio, line] of this.#lines.entries()) {
       if (!line.armed) continue;
       heads.set(gpio, line.armed.chain.head);
-      ring = line.armed.queue;
       line.armed = null;
     }
-    this.#suspended = ring && {
-      heads,
-      size: ring.size,
-      nextAvail: ring.nextAvail,
-      nextUsed: ring.nextUsed,
-    };
+    this.#stopped = { heads, size: ring.size, nextAvail: ring.nextAvail, nextUsed: ring.nextUsed };
+    this.#eventq = null;
   }
 
   reset(): void {
-    this.#suspended = null;
     this.#chip.setEdgeListener(null);
+    this.#resetLines();
+    this.#eventq = null;
+    this.#stopped = null;
+    this.#context = null;
+  }
+
+  /** A device reset for the lines (§5.17.6): released, no interrupts, nothing held. */
+  #resetLines(): void {
     this.#chip.releaseAll();
     for (const line of this.#lines) {
       line.irqType = VIRTIO_GPIO_IRQ_TYPE_NONE;
@@ -230,7 +234,6 @@ export class GpioDevice implements VirtioDevice {
       line.latched = false;
       line.value = 0;
     }
-    this.#context = null;
   }
 
   #serveRequests(): void {
@@ -395,7 +398,7 @@ export class GpioDevice implements VirtioDevice {
     const context = this.#context;
     const queue = context?.queue(EVENTQ);
     if (!context || !queue) return;
-    if (this.#suspended) this.#resume(queue, context.log);
+    if (queue !== this.#eventq) this.#eventqStarted(queue, context.log);
     let served = 0;
     do {
       queue.disableNotification();
@@ -411,21 +414,30 @@ export class GpioDevice implements VirtioDevice {
   }
 
   /**
-   * The eventq started again. If it is the ring that stopped, at the same
-   * place, the buffers held then are held again (and fire if due); a ring
-   * set up afresh (a reset driver) never sees them.
+   * The eventq runs on a new queue. A live rebuild by the core (new memory
+   * table, features) keeps everything: held chains are parsed again when
+   * used. After a stop, the ring resuming where it stood (a VM pause) gets
+   * the held buffers back, and they fire if due; a ring set up afresh means
+   * the driver reset the device: the lines are reset too, and the held
+   * buffers, which the new driver never gave, are forgotten.
    */
-  #resume(queue: SplitQueue, log: Logger): void {
-    const suspended = this.#suspended!;
-    this.#suspended = null;
+  #eventqStarted(queue: SplitQueue, log: Logger): void {
+    this.#eventq = queue;
+    const stopped = this.#stopped;
+    this.#stopped = null;
+    if (!stopped) return;
     if (
-      queue.size !== suspended.size || queue.nextAvail !== suspended.nextAvail ||
-      queue.nextUsed !== suspended.nextUsed
+      queue.size !== stopped.size || queue.nextAvail !== stopped.nextAvail ||
+      queue.nextUsed !== stopped.nextUsed
     ) {
-      log.info(`eventq set up afresh: ${suspended.heads.size} held buffer(s) forgotten`);
+      log.info(
+        `eventq set up afresh: the driver reset the device; lines released, ` +
+          `${stopped.heads.size} held buffer(s) forgotten`,
+      );
+      this.#resetLines();
       return;
     }
-    for (const [gpio, head] of suspended.heads) {
+    for (const [gpio, head] of stopped.heads) {
       const chain = queue.chainAt(head);
       if (!chain) continue;
       const line = this.#lines[gpio];
@@ -439,7 +451,9 @@ export class GpioDevice implements VirtioDevice {
         this.#fire(gpio, { notify: false });
       } else if (isLevelIrq(line.irqType)) this.#fireIfAsserted(gpio, { notify: false });
     }
-    log.info(`eventq resumed: ${suspended.heads.size} held buffer(s) kept`);
+    if (stopped.heads.size > 0) {
+      log.info(`eventq resumed: ${stopped.heads.size} held buffer(s) kept`);
+    }
   }
 
   /** An eventq buffer arrived: the driver unmasks one line's interrupt (§5.17.7). */
@@ -551,6 +565,8 @@ export class GpioDevice implements VirtioDevice {
   #current(armed: Armed): Armed | null {
     const queue = this.#context?.queue(EVENTQ);
     if (!queue) return null;
+    // A rebuilt ring is the ring now: where it stands is what a stop records.
+    if (this.#stopped === null) this.#eventq = queue;
     if (queue === armed.queue) return armed;
     if (queue.size !== armed.queue.size) return null;
     const chain = queue.chainAt(armed.chain.head);

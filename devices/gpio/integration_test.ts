@@ -326,7 +326,7 @@ Deno.test("gpio daemon: reconnects find lines released; the fd count stays the s
   assert.ok(daemon.running);
 });
 
-Deno.test("gpio daemon: held eventq buffers survive a VM pause and a live memory-table update; a reset driver's fresh rings never get them", async () => {
+Deno.test("gpio daemon: held eventq buffers survive a VM pause and a live memory-table update; a reset driver's fresh rings never get them and find the lines reset", async () => {
   await using daemon = await startGpioDaemon("s4");
   await using control = await SimControl.connect(daemon.controlPath);
   const s = await session(`${daemon.socketPrefix}0`);
@@ -358,13 +358,16 @@ Deno.test("gpio daemon: held eventq buffers survive a VM pause and a live memory
     assert.deepEqual(s.events(1), [[0, VALID]], "the edge from the pause");
 
     // A driver reset: fresh rings. The held buffer must not come back on them
-    // (its head would not be in flight: takeUsed would throw).
+    // (its head would not be in flight: takeUsed would throw), and the lines are reset.
     s.arm(1);
     assert.deepEqual(s.ask(GET_DIRECTION, 1), [OK, IN]);
     s.resetRings();
-    await daemon.waitForLog("eventq set up afresh: 1 held buffer(s) forgotten");
-    await control.set(0, 1, 0); // latched: nothing is armed now
+    await daemon.waitForLog("eventq set up afresh");
+    assert.deepEqual(s.ask(GET_DIRECTION, 1), [OK, NONE], "a reset device has released its lines");
+    assert.deepEqual(s.ask(SET_DIRECTION, 1, IN), [OK, 0]);
+    assert.deepEqual(s.ask(SET_IRQ_TYPE, 1, EDGE_RISING), [OK, 0], "no stale EDGE_BOTH to clear");
     s.arm(1);
+    await control.send("set 0 1 0", "set 0 1 1");
     assert.deepEqual(s.events(1), [[1, VALID]], "a new buffer on the fresh ring");
   } finally {
     s.close();
