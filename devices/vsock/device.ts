@@ -438,18 +438,23 @@ export class VsockDevice implements VirtioDevice {
     this.#processRx();
   }
 
-  /** The guest accepted a host-initiated connection: tell the host program (`OK <port>`). */
+  /**
+   * The guest accepted a host-initiated connection: tell the host program if
+   * its side wants it (hybrid vsock's `OK <port>`; nothing over AF_VSOCK).
+   */
   #established(conn: Connection): void {
-    const line = new TextEncoder().encode(`OK ${conn.peerPort}\n`);
-    let written: number | null = null;
-    try {
-      written = conn.stream?.write(line) ?? null;
-    } catch (error) {
-      this.#context?.log.debug(`host side of ${this.#describe(conn)} left: ${errorText(error)}`);
-    }
-    if (written !== line.length) {
-      this.#remove(conn, { reset: true });
-      return;
+    const line = this.#backend.confirmation(conn.peerPort);
+    if (line) {
+      let written: number | null = null;
+      try {
+        written = conn.stream?.write(line) ?? null;
+      } catch (error) {
+        this.#context?.log.debug(`host side of ${this.#describe(conn)} left: ${errorText(error)}`);
+      }
+      if (written !== line.length) {
+        this.#remove(conn, { reset: true });
+        return;
+      }
     }
     conn.state = "established";
     conn.deadline = Infinity;

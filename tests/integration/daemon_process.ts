@@ -18,8 +18,10 @@ export interface DaemonOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** A directory the daemon owns (its sockets'): removed recursively on {@link DaemonProcess.stop}. */
   readonly tempDir?: string;
-  /** How long to wait for `waitFor`, in milliseconds. Default 20 000. */
+  /** How long the daemon may take to listen, in ms. Default 20 000 (more inside a slow guest). */
   readonly startTimeoutMs?: number;
+  /** Flags for `deno run` before the entry module (e.g. `--v8-flags=…`), for benchmarks. */
+  readonly denoFlags?: readonly string[];
 }
 
 /** Options of {@link DaemonProcess.waitForLog}. */
@@ -59,10 +61,10 @@ export class DaemonProcess implements AsyncDisposable {
   /**
    * Spawns `deno run --allow-all <entry> <args>` with stderr captured and
    * waits until every path in `waitFor` exists (the daemon listens). Throws,
-   * with the log, if the daemon exits first or takes longer than `startTimeoutMs`.
+   * with the log, if the daemon exits first or takes over `startTimeoutMs`.
    */
   static async start(entry: string, options: DaemonOptions): Promise<DaemonProcess> {
-    const command = ["run", "--allow-all", entry, ...options.args];
+    const command = ["run", "--allow-all", ...(options.denoFlags ?? []), entry, ...options.args];
     const pinned = options.cpu !== undefined;
     const child = new Deno.Command(pinned ? "taskset" : Deno.execPath(), {
       args: pinned ? ["-c", String(options.cpu), Deno.execPath(), ...command] : command,
