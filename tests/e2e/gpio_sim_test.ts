@@ -1,6 +1,6 @@
 // vhost-device-gpio against a real kernel GPIO chip: a guest with gpio-sim
 // runs the daemon under Deno on /dev/gpiochipN through libgpiod, and the
-// TypeScript front-end in the same guest (gpio_sim_guest_test.ts).
+// TypeScript front-end in the same guest (gpio_sim_guest.ts).
 // Needs root (QEMU, the guest kit). Run: deno test --allow-all tests/e2e/gpio_sim_test.ts
 import { assertGuestSucceeded, bootGuest, consoleTail } from "./guest.ts";
 
@@ -24,7 +24,7 @@ Deno.test("gpio e2e: the daemon in a guest on gpio-sim through libgpiod, driven 
       export GPIO_SIM_CHIP=$chip GPIO_SIM_SYSFS=/sys/devices/platform/$(cat $C/dev_name)/$chip
       gpioinfo -c $chip
       cd /project || exit 1
-      deno test --allow-all --no-check tests/e2e/gpio_sim_guest_test.ts > /tmp/out 2>&1
+      deno test --allow-all --no-check tests/e2e/gpio_sim_guest.ts > /tmp/out 2>&1
       rc=$?
       tail -n 40 /tmp/out
       echo "@@RESULT summary $(grep -E '^(ok|FAILED) \\|' /tmp/out)"

@@ -2,7 +2,8 @@
 // kernel GPIO chip (gpio-sim) through libgpiod, driven by the TypeScript
 // front-end in the same guest (one kernel for the memfd memory); gpio-sim's
 // sysfs attributes play the outside world. Ignored elsewhere (it needs the
-// chip the guest script configures: GPIO_SIM_CHIP, GPIO_SIM_SYSFS).
+// chip the guest script configures: GPIO_SIM_CHIP, GPIO_SIM_SYSFS). Not named
+// *_test.ts, so the host's test runs leave it alone.
 import assert from "node:assert/strict";
 import { CONSUMER } from "../../devices/gpio/libgpiod_chip.ts";
 import {
