@@ -148,6 +148,7 @@ export class GpioDevice implements VirtioDevice {
   #featuresLogged = false;
   readonly #log: Logger | undefined;
   #passDeferred = false;
+  #eventsDeferred = false;
   #rejected = 0;
   /** The eventq last seen running. */
   #eventq: SplitQueue | null = null;
@@ -403,14 +404,23 @@ export class GpioDevice implements VirtioDevice {
     do {
       queue.disableNotification();
       for (let chain = queue.next(); chain !== null; chain = queue.next()) {
+        // Buffers are held or returned by #unmask, not by this loop.
         this.#unmask(chain, queue, context.log);
-        served++;
+        // A guest that keeps the ring full gets its turn, then the other fds theirs.
+        if (++served >= BUDGET && queue.hasAvailable()) {
+          queue.notify();
+          if (!this.#eventsDeferred) {
+            this.#eventsDeferred = true;
+            context.loop.defer(() => {
+              this.#eventsDeferred = false;
+              this.#serveEvents();
+            });
+          }
+          return;
+        }
       }
     } while (queue.enableNotification());
     queue.notify();
-    if (served > 0 && context.log.enabled("trace")) {
-      context.log.trace(`eventq: ${served} buffer(s) received`);
-    }
   }
 
   /**
