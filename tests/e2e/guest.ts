@@ -200,12 +200,13 @@ async function buildAarch64Kit(): Promise<KitFiles> {
 }
 
 async function buildKit(): Promise<GuestKit> {
-  const hostTools = ["qemu-system-x86_64", "cpio", "gzip", "xz", "depmod", "i2cdetect"];
+  const hostTools = ["qemu-system-x86_64", "cpio", "gzip", "xz", "depmod", "i2cdetect", "gpiomon"];
   if (hostTools.some((tool) => findOnPath(tool) === undefined)) {
     await runScript("install_qemu.sh");
   }
   const kitDir = Deno.env.get("VHOST_GUEST_KIT") ?? DEFAULT_KIT;
-  if (!exists(`${kitDir}/.stamp-all`) || !exists(`${kitDir}/.stamp-qemu72`)) {
+  const stamps = ["all", "qemu72", "gpiosim"];
+  if (stamps.some((stamp) => !exists(`${kitDir}/.stamp-${stamp}`))) {
     await runScript("build_guest_kit.sh");
   }
   const kernelVersion = (await Deno.readTextFile(`${kitDir}/kernel-version`)).trim();
