@@ -26,6 +26,8 @@ export const DAEMON_COMMANDS: Readonly<Record<string, string>> = {
   i2c: `${Deno.execPath()} run -A ${ROOT}devices/i2c/main.ts -s {socket} ` +
     `--simulated-device eeprom@0x50 --simulated-device regs@0x20`,
   scmi: `${Deno.execPath()} run -A ${ROOT}devices/scmi/main.ts -s {socket} -d fake,name=acc0`,
+  // A simulated chip of 8 lines (no GPIO chip here).
+  gpio: `${Deno.execPath()} run -A ${ROOT}devices/gpio/main.ts -s {socket} -l s8`,
 };
 
 /** One device's figures. */
