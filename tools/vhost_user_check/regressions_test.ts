@@ -5,10 +5,9 @@ import type { Op } from "./generate.ts";
 import { readReproducer, replay } from "./fuzz.ts";
 import { DEVICE_PROFILES } from "./device_profiles.ts";
 import { Target } from "./target.ts";
+import { DAEMON_COMMANDS } from "../../scripts/fuzz_daemons.ts";
 
-const ROOT = new URL("../../", import.meta.url).pathname;
-const VSOCK = `${Deno.execPath()} run -A ${ROOT}devices/vsock/main.ts --guest-cid 5 ` +
-  `--socket {socket} --uds-path {dir}/vm.vsock`;
+const VSOCK = DAEMON_COMMANDS.vsock;
 
 /** Runs each op list once, in order, against one fresh daemon; the first failure, or null. */
 async function survives(exec: string, device: string, runs: Op[][]): Promise<string | null> {
@@ -22,7 +21,7 @@ async function survives(exec: string, device: string, runs: Op[][]): Promise<str
         failure: "crash",
         detail: "",
         ops,
-      }, { timeoutMs: 5000, device: DEVICE_PROFILES[device] });
+      }, { timeoutMs: 5000, device: DEVICE_PROFILES[device] ?? null });
       if (result) return `run ${i}: ${result.failure}: ${result.detail}`;
     }
     return null;
@@ -61,12 +60,11 @@ Deno.test("regression: a refused SET_MEM_TABLE leaves no ring on unmapped memory
   assert.equal(await survives(VSOCK, "vsock", [ops]), null);
 });
 
-Deno.test("regression: the single messages that crash qemu-storage-daemon are refused by rng and vsock", async () => {
-  const rng = `${Deno.execPath()} run -A ${ROOT}devices/rng/main.ts -s {socket}`;
+Deno.test("regression: the messages that crash qemu-storage-daemon are refused by every daemon", async () => {
   const dir = new URL("./reproducers/", import.meta.url).pathname;
   const files = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".json"));
   assert.ok(files.length >= 3);
-  for (const [exec, device] of [[rng, "rng"], [VSOCK, "vsock"]]) {
+  for (const [device, exec] of Object.entries(DAEMON_COMMANDS)) {
     const runs = files.map((name) => [...readReproducer(`${dir}${name}`).ops]);
     assert.equal(await survives(exec, device, runs), null, `${device}: ${files.join(", ")}`);
   }
