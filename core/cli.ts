@@ -164,9 +164,11 @@ export function listenAddresses(
  * Throws {@link UsageError} for unknown or malformed options.
  */
 export function parseCommandLine(
-  args: readonly string[],
+  given: readonly string[],
   spec: CommandSpec,
 ): ParsedOptions | "help" | "version" | "capabilities" {
+  // `deno task <name> -- <flags>` passes the `--` on (Deno 2.9): it separates nothing here.
+  const args = given[0] === "--" ? given.slice(1) : given;
   const options: Record<
     string,
     { type: "string" | "boolean"; short?: string; multiple?: boolean }

@@ -100,3 +100,13 @@ Deno.test("--print-capabilities answers with the back-end type, as vhost-user.rs
     "only with a type",
   );
 });
+
+Deno.test("cli: a leading -- (as deno task passes it) is dropped", () => {
+  const spec: CommandSpec = {
+    name: "x",
+    about: "x",
+    options: [{ long: "socket-path", short: "s", kind: "value", help: "socket" }],
+  };
+  assert.deepEqual(parseCommandLine(["--", "-s", "/a"], spec), { "socket-path": "/a" });
+  assert.equal(parseCommandLine(["--", "--version"], spec), "version");
+});

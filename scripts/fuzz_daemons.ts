@@ -94,7 +94,8 @@ export async function fuzzDaemon(
 
 if (import.meta.main) {
   const { values, positionals } = parseArgs({
-    args: Deno.args,
+    // `deno task fuzz -- …` passes the `--` on.
+    args: Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args,
     options: {
       messages: { type: "string", default: "1000000" },
       seed: { type: "string", default: "1" },
