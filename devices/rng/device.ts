@@ -124,9 +124,11 @@ export class RngDevice implements VirtioDevice {
           blocked = true;
           break;
         }
+        // A period begins with a request, not with a kick on an empty ring
+        // (the ring's enable kicks too), as upstream counts it.
+        if (this.#held === null && !queue.hasAvailable()) break;
         const quota = this.#limiter.available();
         if (quota === 0) {
-          if (this.#held === null && !queue.hasAvailable()) break;
           const delay = this.#limiter.msUntilRefill();
           context.log.debug(`quota exhausted; serving again in ${delay.toFixed(1)} ms`);
           this.#refill = context.loop.setTimer(delay, () => {

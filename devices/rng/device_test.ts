@@ -254,6 +254,23 @@ Deno.test("rng device: an exhausted quota leaves chains in the ring and a timer 
   r.close();
 });
 
+Deno.test("rng device: a kick on an empty ring does not start the quota's period", async () => {
+  const r = rig({ maxBytes: 64, periodMs: 80 });
+  r.device.onKick(REQUESTQ);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  const first = performance.now();
+  r.simple(64, 64);
+  r.device.onKick(REQUESTQ);
+  assert.equal(r.usedIdx(), 1, "the first request opens the period and spends its quota");
+  await runUntil(r.loop, () => r.usedIdx() === 2);
+  const waited = performance.now() - first;
+  assert.ok(
+    waited >= 75,
+    `the second request came ${waited} ms after the first, within its period`,
+  );
+  r.close();
+});
+
 Deno.test("rng device: no timer when the quota runs out with nothing waiting", async () => {
   const r = rig({ maxBytes: 64, periodMs: 30 });
   r.simple(64);
