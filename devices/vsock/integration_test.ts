@@ -410,7 +410,9 @@ Deno.test("vsock: short connections leave no descriptors behind", async () => {
       // The daemon closes the last connections on its own time: give a loaded machine a moment.
       const deadline = performance.now() + 3000;
       do guest.drain(50); while (daemon.fdCount() > before && performance.now() < deadline);
-      assert.equal(daemon.fdCount(), before, "no descriptor growth over 200 cycles");
+      // At most `before`: the 1 s sweep timer (a timerfd) may have been armed when it was taken.
+      const after = daemon.fdCount();
+      assert.ok(after <= before, `descriptors grew from ${before} to ${after} over 200 cycles`);
     } finally {
       close(listener);
     }
