@@ -15,3 +15,5 @@ export * from "./timerfd.ts";
 export * from "./memory.ts";
 export * from "./socket.ts";
 export * from "./vsock.ts";
+export { addressOf, stableBuffer } from "./structs.ts";
+export * from "./io_uring.ts";

@@ -12,7 +12,10 @@ die() {
 export DEBIAN_FRONTEND=noninteractive
 # Host tools from bookworm: cpio/gzip/xz pack the initramfs, kmod runs depmod,
 # gcc/make/binutils build the out-of-tree modules, socat serves guest tests.
-host_packages=(cpio gzip xz-utils kmod gcc make libc6-dev binutils socat)
+# The scsi tests copy sg3-utils, lsscsi, fio, e2fsprogs and util-linux
+# (blkdiscard) into the guest.
+host_packages=(cpio gzip xz-utils kmod gcc make libc6-dev binutils socat
+  sg3-utils lsscsi fio e2fsprogs util-linux)
 backports=/etc/apt/sources.list.d/bookworm-backports.sources
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -62,7 +65,9 @@ for pkg in "${host_packages[@]}"; do
 done
 major=$(qemu_major)
 need_qemu=$([[ ${major:-0} -ge 10 ]] && echo no || echo yes)
-[[ $need_qemu == no && ${#missing[@]} -eq 0 && -f $backports ]] && exit 0
+# qemu-storage-daemon (qemu-utils, the same QEMU version): the scsi benchmark's vhost-user-blk.
+need_qsd=$(command -v qemu-storage-daemon >/dev/null && echo no || echo yes)
+[[ $need_qemu == no && $need_qsd == no && ${#missing[@]} -eq 0 && -f $backports ]] && exit 0
 [[ $(id -u) -eq 0 ]] || die "must run as root to install QEMU and host tools"
 
 if [[ ! -f $backports ]]; then
@@ -82,6 +87,9 @@ if [[ ${#missing[@]} -gt 0 ]]; then
 fi
 if [[ $need_qemu == yes ]]; then
   run apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-x86
+fi
+if [[ $need_qsd == yes ]]; then
+  run apt-get install -y --no-install-recommends -t bookworm-backports qemu-utils
 fi
 major=$(qemu_major)
 [[ ${major:-0} -ge 10 ]] || die "qemu-system-x86_64 >= 10 not installed (found '${major:-none}')"
