@@ -45,6 +45,7 @@ import {
   TMF_RESPONSE_SIZE,
   TmfSubtype,
   VIRTIO_SCSI_CDB_SIZE,
+  VIRTIO_SCSI_F_CHANGE,
   VIRTIO_SCSI_S_FUNCTION_COMPLETE,
   VIRTIO_SCSI_SENSE_SIZE,
   VirtioScsiResponse,
@@ -91,11 +92,15 @@ export class ScsiDevice implements VirtioDevice {
   readonly numQueues: number;
   readonly maxQueueSize: number = MAX_QUEUE_SIZE;
   /**
-   * §5.6.3 defines HOTPLUG, CHANGE, INOUT and T10_PI; none is offered: no
-   * event is ever sent, and no command moves data both ways.
+   * §5.6.3 defines INOUT, HOTPLUG, CHANGE and T10_PI. Only CHANGE is
+   * offered: QEMU's vhost-user-scsi-pci acks it on its own (its
+   * `param_change` property, on by default) and a back-end that did not
+   * offer it could not accept QEMU's features. It lets the device report
+   * parameter changes, which this one never has: no event is sent. No
+   * HOTPLUG (LUNs are fixed), no INOUT (no command moves data both ways).
    */
   readonly features: bigint = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_INDIRECT_DESC) |
-    bit(VIRTIO_RING_F_EVENT_IDX);
+    bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_SCSI_F_CHANGE);
   /** As upstream (MQ, CONFIG), plus REPLY_ACK and CONFIGURE_MEM_SLOTS. */
   readonly protocolFeatures: bigint = bit(P.MQ) | bit(P.CONFIG) | bit(P.REPLY_ACK) |
     bit(P.CONFIGURE_MEM_SLOTS);

@@ -98,7 +98,11 @@ export class UringBlockIo implements BlockIo {
       this.flush();
       if (this.#inFlight > 0) this.#ring.submit({ waitFor: 1 });
     }
-    this.#loop.unwatch(this.#eventFd);
+    try {
+      this.#loop.unwatch(this.#eventFd);
+    } catch {
+      // The daemon closed its loop (and epoll set) first: nothing to unwatch.
+    }
     close(this.#eventFd);
     this.#ring.close();
   }

@@ -14,10 +14,12 @@ export const EVENTQ = 1;
 /** The first request queue. */
 export const REQUESTQ_BASE = 2;
 
-/** §5.6.3 feature bits (none offered: see device.ts). */
+/** §5.6.3 feature bits: requests with both data-in and data-out. */
 export const VIRTIO_SCSI_F_INOUT = 0;
 /** Hot-plug events on the event queue. */
 export const VIRTIO_SCSI_F_HOTPLUG = 1;
+/** LUN parameter change events on the event queue. */
+export const VIRTIO_SCSI_F_CHANGE = 2;
 
 /** §5.6.4: the CDB and sense sizes the driver sees (and Linux writes back unchanged). */
 export const VIRTIO_SCSI_CDB_SIZE = 32;
