@@ -164,7 +164,7 @@ Deno.test("scsi e2e: sg3-utils, lsscsi, fio crc32c verify over 3 LUNs, ext4, blk
     assert.match(section(result, "vpd_sn"), /Unit serial number: [0-9a-f]{16}/);
     assert.match(
       section(result, "vpd_di"),
-      /designator type: NAA,  code set: Binary\s+0x3[0-9a-f]{15}/,
+      /designator type: NAA, {2}code set: Binary\s+0x3[0-9a-f]{15}/,
     );
     assert.match(section(result, "vpd_bl"), /Maximum unmap LBA count: 2097152/);
     assert.match(section(result, "vpd_lbpv"), /Unmap command supported \(LBPU\): 1/);
