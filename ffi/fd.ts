@@ -136,6 +136,38 @@ export function preadv(fd: number, iov: IovecList, options: { offset: number }):
   });
 }
 
+/** `RWF_NOWAIT`: fail with EAGAIN rather than wait (data not cached, a lock held). */
+export const RWF_NOWAIT = 0x8;
+
+/**
+ * `preadv2(2)` into `iov` at file `offset` with `flags`; returns bytes read,
+ * or `null` on `EAGAIN` (with RWF_NOWAIT: the read would have waited).
+ */
+export function preadv2(
+  fd: number,
+  iov: IovecList,
+  options: { offset: number; flags: number },
+): number | null {
+  const n = Number(libc.preadv2(fd, iov.bytes, iov.count, BigInt(options.offset), options.flags));
+  if (n >= 0) return n;
+  const errno = lastErrno();
+  if (errno === EAGAIN) return null;
+  throw new SyscallError("preadv2", errno, { detail: `fd ${fd}` });
+}
+
+/**
+ * `preadv(2)` on one of Deno's helper threads: the caller's thread goes on
+ * meanwhile. The helper thread's errno is not visible here, so a failure is
+ * reported as `-1` without a cause.
+ */
+export async function preadvOnHelperThread(
+  fd: number,
+  iov: IovecList,
+  options: { offset: number },
+): Promise<number> {
+  return Number(await libc.preadv_nonblocking(fd, iov.bytes, iov.count, BigInt(options.offset)));
+}
+
 /** `pwritev(2)` from `iov` at file `offset`; returns bytes written. */
 export function pwritev(fd: number, iov: IovecList, options: { offset: number }): number {
   return check(Number(libc.pwritev(fd, iov.bytes, iov.count, BigInt(options.offset))), "pwritev", {

@@ -28,6 +28,15 @@ export const SYMBOLS = {
   writev: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   // ssize_t preadv(int fd, const struct iovec *iov, int iovcnt, off_t offset);
   preadv: { parameters: ["i32", "buffer", "i32", "i64"], result: "isize" },
+  // The same, run on a helper thread (measured against io_uring by bench:scsi).
+  preadv_nonblocking: {
+    name: "preadv",
+    parameters: ["i32", "buffer", "i32", "i64"],
+    result: "isize",
+    nonblocking: true,
+  },
+  // ssize_t preadv2(int fd, const struct iovec *iov, int iovcnt, off_t offset, int flags);
+  preadv2: { parameters: ["i32", "buffer", "i32", "i64", "i32"], result: "isize" },
   // ssize_t pwritev(int fd, const struct iovec *iov, int iovcnt, off_t offset);
   pwritev: { parameters: ["i32", "buffer", "i32", "i64"], result: "isize" },
   // int fstat(int fd, struct stat *statbuf);

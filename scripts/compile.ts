@@ -29,6 +29,8 @@ export const DEVICE_PERMISSIONS: Readonly<Record<string, readonly string[]>> = {
     "--allow-write",
     "--allow-env=RUST_LOG,LOG_TOKENS,LOG_STREAM",
   ],
+  // Stats and resolves the image paths (realpath for their serial numbers); removes its socket.
+  scsi: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
 };
 
 /** Options of {@link compileArgs}. */
