@@ -54,6 +54,8 @@ export interface BlockIo {
   flush(): void;
   /** Operations submitted and not yet completed. */
   readonly inFlight: number;
+  /** Blocks until every operation submitted so far has completed (and its callback ran). */
+  drain(): void;
   /** Stops the engine; operations still in flight are waited for first. */
   close(): void;
 }
@@ -111,6 +113,10 @@ export class SyncBlockIo implements BlockIo {
       const { op, done } = this.#queued.shift()!;
       done(runBlockOp(op));
     }
+  }
+
+  drain(): void {
+    this.flush();
   }
 
   close(): void {

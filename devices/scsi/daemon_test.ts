@@ -3,7 +3,13 @@
 // and a storm of random requests it must answer without dying.
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { decodeResponse, ScsiSession, startScsiDaemon, type TestResponse } from "./testing.ts";
+import {
+  decodeResponse,
+  GUEST_FEATURES,
+  ScsiSession,
+  startScsiDaemon,
+  type TestResponse,
+} from "./testing.ts";
 
 const MAIN = new URL("./main.ts", import.meta.url).pathname;
 const MiB = 1 << 20;
@@ -213,6 +219,39 @@ Deno.test("scsi daemon: TMFs wait for the requests they cover; random requests n
     );
     good(s.run({ cdb: [0, 0, 0, 0, 0, 0] }));
     assert.ok(daemon.running);
+  } finally {
+    s.close();
+    await daemon.stop();
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("scsi daemon: GET_VRING_BASE returns only after the requests in flight are answered", async () => {
+  // On the disk's file system, not tmpfs: the flushes must take time.
+  const path = await Deno.makeTempFile({ dir: "/var/tmp" });
+  await Deno.writeFile(path, new Uint8Array(32 * MiB).fill(7));
+  await using daemon = await startScsiDaemon([path]);
+  const s = await ScsiSession.connect(daemon.socket, { memoryMiB: 128 });
+  try {
+    for (let round = 0; round < 3; round++) {
+      // FUA writes: each waits for the disk (RWF_DSYNC on ext4 or the like).
+      for (let i = 0; i < 16; i++) {
+        s.add({
+          cdb: [0x2a, 0x08, ...be32(i * 2048), 0, 0x08, 0, 0],
+          dataOut: new Uint8Array(MiB).fill(round + 1),
+        });
+      }
+      s.kick(2);
+      // Stop at once: the writes are on io_uring's workers now.
+      const [, , base] = s.frontend.stop();
+      assert.equal(base, (round + 1) * 16);
+      const used = s.queues[2].takeUsed().map(decodeResponse);
+      assert.equal(used.length, 16, "every request taken was answered");
+      assert.ok(used.every((r) => r.status === 0));
+      const image = await Deno.readFile(path);
+      assert.ok(image.subarray(0, 16 * MiB).every((b) => b === round + 1));
+      s.frontend.start({ memory: s.memory, queues: s.queues, features: GUEST_FEATURES });
+    }
   } finally {
     s.close();
     await daemon.stop();

@@ -71,6 +71,8 @@ export interface ScsiDeviceOptions {
 /** A request whose command has not completed. */
 interface InFlight {
   readonly queue: SplitQueue;
+  /** The ring's life it was taken in (see `ScsiDevice#epochs`). */
+  readonly epoch: number;
   readonly chain: DescriptorChain;
   readonly lun: number;
   readonly id: bigint;
@@ -113,6 +115,15 @@ export class ScsiDevice implements VirtioDevice {
   readonly #dirty = new Set<SplitQueue>();
   #notifyScheduled = false;
   readonly #deferred = new Set<number>();
+  /**
+   * Per queue, bumped when the ring stops: a request completes into the
+   * ring it was taken from, even while that ring is disabled or rebuilt
+   * over a new memory table, but never into a ring set up again after
+   * GET_VRING_BASE.
+   */
+  readonly #epochs: number[] = [];
+  /** The ring object last served per queue (the context lends only enabled rings). */
+  readonly #rings: (SplitQueue | undefined)[] = [];
   #rejected = 0;
 
   /** A device serving `options.target` through `options.io`. */
@@ -153,13 +164,27 @@ export class ScsiDevice implements VirtioDevice {
     // The event queue: buffers wait there for events this device never sends.
   }
 
+  /**
+   * Waits for the I/O of requests taken from `queue`, so each is answered
+   * in the ring before GET_VRING_BASE returns its index: a stopped or
+   * migrated guest loses no completed write, and retries nothing twice.
+   */
+  quiesce(queue: number): void {
+    if (![...this.#inFlight].some((r) => r.queue.index === queue)) return;
+    this.#io.drain();
+    this.#notifyDirty();
+  }
+
   queueStopped(queue: number): void {
-    // Requests still in flight on it complete into nothing (the ring is gone).
+    // Anything still in flight on it completes into nothing (the ring is gone).
+    this.#epochs[queue] = (this.#epochs[queue] ?? 0) + 1;
+    this.#rings[queue] = undefined;
     this.#pendingTmfs = this.#pendingTmfs.filter((p) => p.queue.index !== queue);
   }
 
   reset(): void {
     this.#context = null;
+    this.#rings.length = 0;
     this.#pendingTmfs = [];
     this.#dirty.clear();
   }
@@ -168,6 +193,7 @@ export class ScsiDevice implements VirtioDevice {
     const context = this.#context;
     const queue = context?.queue(index);
     if (!context || !queue) return;
+    this.#rings[index] = queue;
     let served = 0;
     let deferred = false;
     do {
@@ -225,7 +251,8 @@ export class ScsiDevice implements VirtioDevice {
     // The I/O may outlive the memory table: its regions stay mapped until it completes.
     const regions = [...new Set([...chain.readable, ...chain.writable].map((s) => s.region))];
     for (const region of regions) region.retain();
-    const record: InFlight = { queue, chain, lun, id: request.id, buffers, regions };
+    const epoch = this.#epochs[queue.index] ?? 0;
+    const record: InFlight = { queue, epoch, chain, lun, id: request.id, buffers, regions };
     this.#inFlight.add(record);
     this.#target.execute(
       lun,
@@ -236,12 +263,11 @@ export class ScsiDevice implements VirtioDevice {
 
   #complete(record: InFlight, outcome: Outcome): void {
     this.#inFlight.delete(record);
-    const { queue, chain, buffers } = record;
-    // Only while the ring it came from is live: after a reset or a ring
-    // restart the old ring's memory may be gone.
-    if (this.#context?.queue(queue.index) === queue) {
-      this.#respond(queue, chain, { outcome, buffers });
-    }
+    const { chain, buffers } = record;
+    // Only into the ring it came from: after a reset or GET_VRING_BASE that
+    // ring's memory may be gone, and a ring set up again starts afresh.
+    const queue = this.#ring(record.queue.index, record.epoch);
+    if (queue) this.#respond(queue, chain, { outcome, buffers });
     for (const region of record.regions) region.release();
     if (this.#pendingTmfs.length > 0) this.#answerTmfs();
   }
@@ -266,6 +292,14 @@ export class ScsiDevice implements VirtioDevice {
     this.#markDirty(queue);
   }
 
+  /** The live ring of `index` if it is still in `epoch`: rebuilt over new memory, maybe disabled. */
+  #ring(index: number, epoch: number): SplitQueue | null {
+    if (!this.#context || (this.#epochs[index] ?? 0) !== epoch) return null;
+    const queue = this.#context.queue(index) ?? this.#rings[index] ?? null;
+    if (queue) this.#rings[index] = queue;
+    return queue;
+  }
+
   #markDirty(queue: SplitQueue): void {
     this.#dirty.add(queue);
     if (this.#notifyScheduled || !this.#context) return;
@@ -278,7 +312,7 @@ export class ScsiDevice implements VirtioDevice {
     this.#notifyScheduled = false;
     const context = this.#context;
     for (const queue of this.#dirty) {
-      if (context?.queue(queue.index) === queue) queue.notify();
+      if (context && this.#rings[queue.index] === queue) queue.notify();
     }
     this.#dirty.clear();
   }
@@ -301,6 +335,7 @@ export class ScsiDevice implements VirtioDevice {
     const context = this.#context;
     const queue = context?.queue(CONTROLQ);
     if (!context || !queue) return;
+    this.#rings[CONTROLQ] = queue;
     do {
       queue.disableNotification();
       for (let chain = queue.next(); chain !== null; chain = queue.next()) {

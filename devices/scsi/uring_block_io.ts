@@ -90,14 +90,19 @@ export class UringBlockIo implements BlockIo {
     }
   }
 
+  drain(): void {
+    for (;;) {
+      this.flush();
+      if (this.#inFlight === 0 && this.#backlog.length === 0) return;
+      this.#ring.submit({ waitFor: 1 });
+    }
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     // The kernel may still write into guest memory: wait for every operation.
-    while (this.#inFlight > 0 || this.#backlog.length > 0) {
-      this.flush();
-      if (this.#inFlight > 0) this.#ring.submit({ waitFor: 1 });
-    }
+    this.drain();
     try {
       this.#loop.unwatch(this.#eventFd);
     } catch {
