@@ -43,10 +43,14 @@ export function median(values: readonly number[]): number {
 }
 
 /** One fio job: name, read/write pattern, block size, depth. */
-interface Job {
+export interface Job {
+  /** fio job name, and the row's label. */
   readonly name: string;
+  /** fio `--rw`. */
   readonly rw: "randread" | "randwrite" | "read";
+  /** fio `--bs`. */
   readonly bs: string;
+  /** fio `--iodepth`. */
   readonly depth: number;
 }
 
