@@ -211,6 +211,9 @@ async function hostIoPaths(image: string, count: number): Promise<string[]> {
     }
   }
   close(fd);
+  // The kernel wrote into `buffers` through raw addresses: they must stay
+  // reachable until the last read, or the collector frees them under it.
+  if (buffers.some((b) => b.length !== 4096)) throw new Error("a read buffer changed size");
   return rows;
 }
 
