@@ -1,15 +1,16 @@
 /**
- * Benchmark (not a test): fio in the guest against the same tmpfs-backed
- * raw image served five ways, in the same run: vhost-device-scsi with its
- * io_uring engine, with the synchronous engine (the measured alternative),
- * with io_uring and `--poll-us 300`; QEMU's built-in virtio-scsi-pci +
- * scsi-hd; and qemu-storage-daemon's vhost-user-blk export. Jobs: 4 KiB
- * random read and write at depth 1 and 32, 1 MiB sequential read at depth 8,
- * all O_DIRECT through libaio. QEMU runs TCG here (no KVM): figures are
- * TCG-bound and this machine is shared, so compare ratios within one run.
- * Each variant runs `--runs` times (alternating); medians are reported.
+ * Benchmark (not a test): fio in one guest against the same tmpfs-backed
+ * raw image served four ways at once: vhost-device-scsi with its io_uring
+ * engine, with the synchronous engine (the measured alternative), QEMU's
+ * built-in virtio-scsi-pci + scsi-hd, and qemu-storage-daemon's
+ * vhost-user-blk export. Jobs: 4 KiB random read and write at depth 1 and
+ * 32, 1 MiB sequential read at depth 8, all O_DIRECT through libaio, run
+ * on each disk in turn for `--runs` rounds (medians reported), so a busy
+ * host weighs on every variant alike. QEMU runs TCG here (no KVM): figures
+ * are TCG-bound; compare ratios. First, the host side alone: 4 KiB reads of
+ * the image through each way the daemon could issue them.
  *
- * Run: deno task bench:scsi [--runs 2] [--runtime 5] [--mib 256]
+ * Run: deno task bench:scsi [--runs 3] [--runtime 4] [--mib 256] [--host-only]
  *
  * @module
  */
@@ -63,25 +64,49 @@ export const JOBS: readonly Job[] = [
   { name: "read-1m-qd8", rw: "read", bs: "1m", depth: 8 },
 ];
 
-/** Guest script: waits for the disk of `sectors`, runs each job, prints IOPS and bytes/s. */
-function guestScript(sectors: number, runtime: number): string {
-  const jobs = JOBS.map((job) => `
-    out=$(fio --name=${job.name} --filename=$D --ioengine=libaio --direct=1 --rw=${job.rw} \\
-      --bs=${job.bs} --iodepth=${job.depth} --time_based --runtime=${runtime} --ramp_time=1 \\
-      --minimal 2>&1)
-    # Terse v3: field 7 read bandwidth KiB/s, 8 read IOPS, 48 write KiB/s, 49 write IOPS.
-    echo "@@RESULT ${job.name} $(echo "$out" | awk -F';' '{ print $7 + $48, $8 + $49 }')"
-  `).join("");
+/** A device under test: how QEMU attaches it and how the guest finds its disk. */
+interface Variant {
+  /** Row label. */
+  readonly name: string;
+  /** QEMU arguments. */
+  readonly qemuArgs: readonly string[];
+  /** Shell test run against `/sys/block/<dev>` that picks this variant's disk. */
+  readonly match: string;
+}
+
+/**
+ * Guest script: finds each variant's disk, then for each round runs every
+ * job on every disk in turn, so load on the host falls on all of them alike.
+ */
+function guestScript(
+  variants: readonly Variant[],
+  options: { rounds: number; runtime: number },
+): string {
+  const find = variants.map((v, i) => `
+    for d in /sys/block/sd* /sys/block/vd*; do
+      [ -e $d ] && ${v.match} && D${i}=/dev/\${d##*/}
+    done
+    echo "@@RESULT disk${i} $D${i}"`).join("");
+  const jobs = JOBS.map((job) =>
+    variants.map((_, i) => `
+      out=$(fio --name=${job.name} --filename=$D${i} --ioengine=libaio --direct=1 --rw=${job.rw} \
+        --bs=${job.bs} --iodepth=${job.depth} --time_based --runtime=${options.runtime} \
+        --ramp_time=1 --minimal 2>&1)
+      # Terse v3: field 7 read KiB/s, 8 read IOPS, 48 write KiB/s, 49 write IOPS.
+      echo "@@VALUE ${i} ${job.name} $(echo "$out" | awk -F';' '{ print $7 + $48, $8 + $49 }')"`)
+      .join("")
+  ).join("");
   return `
     n=0
-    while [ -z "$D" ] && [ $n -lt 150 ]; do
-      for d in /sys/block/sd* /sys/block/vd*; do
-        [ -e $d/size ] && [ "$(cat $d/size)" = "${sectors}" ] && D=/dev/\${d##*/}
-      done
+    while [ $(ls /sys/block | grep -cE '^(sd|vd)') -lt ${variants.length} ] && [ $n -lt 150 ]; do
       sleep 0.2; n=$((n + 1))
     done
-    echo "@@RESULT disk $D"
-    ${jobs}
+    ${find}
+    r=0
+    while [ $r -lt ${options.rounds} ]; do
+      ${jobs}
+      r=$((r + 1))
+    done
   `;
 }
 
@@ -221,7 +246,7 @@ if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
     options: {
-      runs: { type: "string", default: "2" },
+      runs: { type: "string", default: "3" },
       runtime: { type: "string", default: "5" },
       mib: { type: "string", default: "256" },
       "host-only": { type: "boolean", default: false },
@@ -243,7 +268,6 @@ if (import.meta.main) {
   }
   const uring = await startScsiDaemon(["--io", "io-uring", image]);
   const sync = await startScsiDaemon(["--io", "sync", image]);
-  const polling = await startScsiDaemon(["--io", "io-uring", "--poll-us", "300", image]);
   const qsdSocket = `${dir}/qsd.sock`;
   const qsd = new Deno.Command("qemu-storage-daemon", {
     args: [
@@ -257,86 +281,97 @@ if (import.meta.main) {
   for (let i = 0; i < 200 && !(await exists(qsdSocket)); i++) {
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  const scsi = (socket: string) => [
-    "-chardev",
-    `socket,id=c0,path=${socket}`,
-    "-device",
-    "vhost-user-scsi-pci,chardev=c0,num_queues=1",
-  ];
-  const variants: Record<string, { qemuArgs: string[]; modules: string[] }> = {
-    "ours (io_uring)": { qemuArgs: scsi(uring.socket), modules: ["virtio_scsi", "sd_mod"] },
-    "ours (sync I/O)": { qemuArgs: scsi(sync.socket), modules: ["virtio_scsi", "sd_mod"] },
-    "ours (io_uring, --poll-us 300)": {
-      qemuArgs: scsi(polling.socket),
-      modules: ["virtio_scsi", "sd_mod"],
+  // One guest sees every variant (same image file, jobs never overlap);
+  // each disk is found by the PCI slot of its controller.
+  const slot = (pci: string) => `readlink $d | grep -q 0000:00:${pci}/`;
+  const variants: Variant[] = [
+    {
+      name: "ours (io_uring)",
+      qemuArgs: [
+        "-chardev",
+        `socket,id=c0,path=${uring.socket}`,
+        "-device",
+        "vhost-user-scsi-pci,chardev=c0,num_queues=1,addr=0x10",
+      ],
+      match: slot("10.0"),
     },
-    "QEMU virtio-scsi + scsi-hd": {
+    {
+      name: "ours (sync I/O)",
+      qemuArgs: [
+        "-chardev",
+        `socket,id=c1,path=${sync.socket}`,
+        "-device",
+        "vhost-user-scsi-pci,chardev=c1,num_queues=1,addr=0x11",
+      ],
+      match: slot("11.0"),
+    },
+    {
+      name: "QEMU virtio-scsi + scsi-hd",
       qemuArgs: [
         "-device",
-        "virtio-scsi-pci,id=vs0,num_queues=1",
+        "virtio-scsi-pci,id=vs0,num_queues=1,addr=0x12",
         "-drive",
         `file=${image},format=raw,if=none,id=d0,file.locking=off`,
         "-device",
         "scsi-hd,drive=d0,bus=vs0.0",
       ],
-      modules: ["virtio_scsi", "sd_mod"],
+      match: slot("12.0"),
     },
-    "qemu-storage-daemon vhost-user-blk": {
+    {
+      name: "qemu-storage-daemon vhost-user-blk",
       qemuArgs: [
         "-chardev",
-        `socket,id=c0,path=${qsdSocket}`,
+        `socket,id=c3,path=${qsdSocket}`,
         "-device",
-        "vhost-user-blk-pci,chardev=c0,num-queues=1",
+        "vhost-user-blk-pci,chardev=c3,num-queues=1,addr=0x13",
       ],
-      modules: ["virtio_blk"],
+      match: slot("13.0"),
     },
-  };
-  const results: Record<string, Record<string, { bw: number[]; iops: number[] }>> = {};
+  ];
+  const results: { bw: number[]; iops: number[] }[][] = variants.map(() =>
+    JOBS.map(() => ({ bw: [], iops: [] }))
+  );
   try {
-    for (let run = 0; run < runs; run++) {
-      for (const [name, variant] of Object.entries(variants)) {
-        const result = await bootGuest({
-          modules: variant.modules,
-          tools: ["fio"],
-          memoryMiB: 512,
-          timeoutMs: 600_000,
-          qemuArgs: variant.qemuArgs,
-          script: guestScript(mib * 2048, runtime),
-        });
-        assertGuestSucceeded(result);
-        for (const job of JOBS) {
-          const [kib, iops] = (result.results[job.name] ?? "0 0").split(" ").map(Number);
-          const entry = (results[name] ??= {})[job.name] ??= { bw: [], iops: [] };
-          entry.bw.push(kib * 1024);
-          entry.iops.push(iops);
-        }
-        console.error(`run ${run + 1}/${runs} ${name}: ${JSON.stringify(result.results)}`);
-      }
+    const result = await bootGuest({
+      modules: ["virtio_scsi", "sd_mod", "virtio_blk"],
+      tools: ["fio"],
+      memoryMiB: 512,
+      timeoutMs: 3_600_000,
+      qemuArgs: variants.flatMap((v) => v.qemuArgs),
+      script: guestScript(variants, { rounds: runs, runtime }),
+    });
+    assertGuestSucceeded(result);
+    console.error(JSON.stringify(result.results));
+    for (const line of result.console.split("\n")) {
+      const m = /^@@VALUE (\d+) (\S+) (\S+) (\S+)/.exec(line.trim());
+      if (!m) continue;
+      const entry = results[Number(m[1])][JOBS.findIndex((j) => j.name === m[2])];
+      entry.bw.push(Number(m[3]) * 1024);
+      entry.iops.push(Number(m[4]));
     }
-    const names = Object.keys(variants);
-    const builtin = "QEMU virtio-scsi + scsi-hd";
+    const names = variants.map((v) => v.name);
+    const builtin = 2;
     console.log(
-      `\nfio in the guest (TCG, 1 vCPU), ${mib} MiB image on tmpfs, ${runtime} s per job, ` +
-        `median of ${runs} runs; IOPS, or MB/s for the 1 MiB job; (x) = ratio to ${builtin}:\n`,
+      `\nfio in one guest (TCG, 1 vCPU), all four disks on the same ${mib} MiB tmpfs image, ` +
+        `jobs interleaved across disks, ${runtime} s each, median of ${runs} rounds; ` +
+        `IOPS, or MB/s for the 1 MiB job; (x) = ratio to ${names[builtin]}:\n`,
     );
     console.log(`| job | ${names.join(" | ")} |`);
     console.log(`| --- | ${names.map(() => "---").join(" | ")} |`);
-    for (const job of JOBS) {
-      const value = (name: string) => {
-        const entry = results[name][job.name];
+    JOBS.forEach((job, j) => {
+      const value = (v: number) => {
+        const entry = results[v][j];
         return job.bs === "1m" ? median(entry.bw) / 1e6 : median(entry.iops);
       };
       const base = value(builtin);
-      const cells = names.map((name) => {
-        const v = value(name);
-        return `${v.toFixed(0)} (${(v / base).toFixed(2)}x)`;
-      });
+      const cells = variants.map((_, v) =>
+        `${value(v).toFixed(0)} (${(value(v) / base).toFixed(2)}x)`
+      );
       console.log(`| ${job.name} | ${cells.join(" | ")} |`);
-    }
+    });
   } finally {
     await uring.stop();
     await sync.stop();
-    await polling.stop();
     qsd.kill("SIGTERM");
     await qsd.status;
     await Deno.remove(dir, { recursive: true });
