@@ -249,7 +249,7 @@ export class ScsiDevice implements VirtioDevice {
       return;
     }
     // The I/O may outlive the memory table: its regions stay mapped until it completes.
-    const regions = [...new Set([...chain.readable, ...chain.writable].map((s) => s.region))];
+    const regions = chainRegions(chain);
     for (const region of regions) region.retain();
     const epoch = this.#epochs[queue.index] ?? 0;
     const record: InFlight = { queue, epoch, chain, lun, id: request.id, buffers, regions };
@@ -433,6 +433,17 @@ export class ScsiDevice implements VirtioDevice {
 /** The LUN a request addresses on target 0, or `null` for any other target or a bad field. */
 function targetLun(address: LunAddress): number | null {
   return address.kind === "lun" && address.target === 0 ? address.lun : null;
+}
+
+/** The distinct regions `chain`'s buffers lie in (usually one). */
+function chainRegions(chain: DescriptorChain): MemoryRegion[] {
+  const regions: MemoryRegion[] = [];
+  for (const slices of [chain.readable, chain.writable]) {
+    for (const slice of slices) {
+      if (!regions.includes(slice.region)) regions.push(slice.region);
+    }
+  }
+  return regions;
 }
 
 /** `slices` without their first `skip` bytes. */

@@ -10,7 +10,7 @@
 import type { GuestSlice } from "../../core/memory/guest_memory.ts";
 import type { Logger } from "../../core/log.ts";
 import { pushIovecs, readSlices, writeSlices } from "../../core/virtio/descriptor_chain.ts";
-import { addressOf, errnoName, IOV_MAX, IovecList, stableBuffer } from "../../ffi/mod.ts";
+import { addressOf, errnoName, IovecList, stableBuffer } from "../../ffi/mod.ts";
 import type { BlockIo } from "./block_io.ts";
 import type { Command } from "./cdb.ts";
 import { type DiskParameters, MAX_UNMAP_DESCRIPTORS, maxUnmapBlocks } from "./disk_parameters.ts";
@@ -118,6 +118,9 @@ const ENOSPC = 28;
 const EOPNOTSUPP = 95;
 const EDQUOT = 122;
 
+/** iovec arrays kept for reuse per unit (one per request in flight at most). */
+const MAX_POOLED_IOVECS = 1024;
+
 /** Bytes of the repeated pattern WRITE SAME writes per operation. */
 const WRITE_SAME_CHUNK = 1 << 20;
 
@@ -138,6 +141,8 @@ export class LogicalUnit {
   readonly #fd: number;
   readonly #io: BlockIo;
   readonly #log: Logger;
+  /** iovec arrays of finished transfers, for the next ones. */
+  readonly #iovecs: IovecList[] = [];
 
   /** Serves `disk` from `options.fd`. */
   constructor(disk: DiskParameters, options: LogicalUnitOptions) {
@@ -229,8 +234,14 @@ export class LogicalUnit {
     range: { offset: number; length: number },
     done: (errno: number) => void,
   ): void {
-    const iov = new IovecList(Math.min(what.slices.length, IOV_MAX));
+    // iovec arrays are reused: allocating one per request costs more than the request.
+    const iov = this.#iovecs.pop() ?? new IovecList(16);
     let progress = 0;
+    const finish = (errno: number): void => {
+      iov.clear();
+      if (this.#iovecs.length < MAX_POOLED_IOVECS) this.#iovecs.push(iov);
+      done(errno);
+    };
     const step = (): void => {
       iov.clear();
       pushIovecs(what.slices, iov, { skip: progress, max: range.length - progress });
@@ -239,12 +250,12 @@ export class LogicalUnit {
         ? { kind: "readv" as const, fd: this.#fd, iov, offset }
         : { kind: "writev" as const, fd: this.#fd, iov, offset, dsync: what.fua };
       this.#io.submit(op, (result) => {
-        if (result < 0) return done(-result);
+        if (result < 0) return finish(-result);
         // End of file inside the image: it shrank under us.
-        if (result === 0) return done(EIO);
+        if (result === 0) return finish(EIO);
         progress += result;
         if (progress < range.length) step();
-        else done(0);
+        else finish(0);
       });
     };
     step();
