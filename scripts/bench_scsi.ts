@@ -89,7 +89,10 @@ function guestScript(
     echo "@@RESULT disk${i} $D${i}"`).join("");
   const jobs = JOBS.map((job) =>
     variants.map((_, i) => `
-      out=$(fio --name=${job.name} --filename=$D${i} --ioengine=libaio --direct=1 --rw=${job.rw} \
+      # A hung job (of any variant) costs one value, not the run.
+      out=$(timeout -s KILL ${
+      options.runtime * 6 + 30
+    } fio --name=${job.name} --filename=$D${i} --ioengine=libaio --direct=1 --rw=${job.rw} \
         --bs=${job.bs} --iodepth=${job.depth} --time_based --runtime=${options.runtime} \
         --ramp_time=1 --minimal 2>&1)
       # Terse v3: field 7 read KiB/s, 8 read IOPS, 48 write KiB/s, 49 write IOPS.
