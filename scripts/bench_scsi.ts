@@ -348,6 +348,8 @@ if (import.meta.main) {
     for (const line of result.console.split("\n")) {
       const m = /^@@VALUE (\d+) (\S+) (\S+) (\S+)/.exec(line.trim());
       if (!m) continue;
+      // A job killed by its timeout reports nothing: leave it out.
+      if (Number(m[4]) === 0) continue;
       const entry = results[Number(m[1])][JOBS.findIndex((j) => j.name === m[2])];
       entry.bw.push(Number(m[3]) * 1024);
       entry.iops.push(Number(m[4]));
