@@ -15,5 +15,7 @@ export * from "./timerfd.ts";
 export * from "./memory.ts";
 export * from "./socket.ts";
 export * from "./vsock.ts";
+export * from "./sched.ts";
+export * from "./i2c_dev.ts";
 export { addressOf, stableBuffer } from "./structs.ts";
 export * from "./io_uring.ts";

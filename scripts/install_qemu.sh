@@ -12,10 +12,18 @@ die() {
 export DEBIAN_FRONTEND=noninteractive
 # Host tools from bookworm: cpio/gzip/xz pack the initramfs, kmod runs depmod,
 # gcc/make/binutils build the out-of-tree modules, socat serves guest tests.
+host_packages=(cpio gzip xz-utils kmod gcc make libc6-dev binutils socat)
+# i2c-tools (i2cdetect, i2cget, i2cset, i2ctransfer, i2cdump) drive the i2c guest tests.
+host_packages+=(i2c-tools)
+# aarch64 guests (SCMI): dtc edits QEMU's devicetree, the cross compiler builds
+# the out-of-tree SCMI modules; the kernel and busybox come as arm64 packages.
+host_packages+=(device-tree-compiler gcc-12-aarch64-linux-gnu binutils-aarch64-linux-gnu)
+# The container images (scripts/container.ts): podman builds and runs them, mmdebstrap makes
+# their Debian base, runc runs them (crun 1.8.1 refuses some hosts' cgroup layout).
+host_packages+=(podman mmdebstrap runc)
 # The scsi tests copy sg3-utils, lsscsi, fio, e2fsprogs and util-linux
 # (blkdiscard) into the guest.
-host_packages=(cpio gzip xz-utils kmod gcc make libc6-dev binutils socat
-  sg3-utils lsscsi fio e2fsprogs util-linux)
+host_packages+=(sg3-utils lsscsi fio e2fsprogs util-linux)
 backports=/etc/apt/sources.list.d/bookworm-backports.sources
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -67,7 +75,14 @@ major=$(qemu_major)
 need_qemu=$([[ ${major:-0} -ge 10 ]] && echo no || echo yes)
 # qemu-storage-daemon (qemu-utils, the same QEMU version): the scsi benchmark's vhost-user-blk.
 need_qsd=$(command -v qemu-storage-daemon >/dev/null && echo no || echo yes)
-[[ $need_qemu == no && $need_qsd == no && ${#missing[@]} -eq 0 && -f $backports ]] && exit 0
+need_gpiod=$(ldconfig -p | grep -q 'libgpiod\.so\.3 ' && gpioinfo --version 2>/dev/null |
+  grep -q 'v2\.' && echo no || echo yes)
+arm_major=$(command -v qemu-system-aarch64 >/dev/null &&
+  qemu-system-aarch64 --version | sed -n 's/^QEMU emulator version \([0-9]*\).*/\1/p' || true)
+need_arm=$([[ ${arm_major:-0} -ge 10 ]] && echo no || echo yes)
+has_arm64=$(dpkg --print-foreign-architectures | grep -qx arm64 && echo yes || echo no)
+[[ $need_qemu == no && $need_qsd == no && $need_arm == no && $has_arm64 == yes &&
+  $need_gpiod == no && ${#missing[@]} -eq 0 && -f $backports ]] && exit 0
 [[ $(id -u) -eq 0 ]] || die "must run as root to install QEMU and host tools"
 
 if [[ ! -f $backports ]]; then
@@ -81,12 +96,22 @@ Components: main
 Signed-By: $key
 SOURCES
 fi
+[[ $has_arm64 == yes ]] || run dpkg --add-architecture arm64
 run apt-get update
 if [[ ${#missing[@]} -gt 0 ]]; then
   run apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 if [[ $need_qemu == yes ]]; then
   run apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-x86
+fi
+if [[ $need_arm == yes ]]; then
+  run apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-arm
+fi
+# vhost-device-gpio: libgpiod v2 (libgpiod.so.3) for real chips, and the v2
+# tools (gpiodetect, gpioset, gpiomon…) the gpio e2e test copies into the
+# guest. libgpiod3 replaces bookworm's libgpiod2 1.6 (Breaks/Replaces).
+if [[ $need_gpiod == yes ]]; then
+  run apt-get install -y --no-install-recommends -t bookworm-backports libgpiod3 gpiod
 fi
 if [[ $need_qsd == yes ]]; then
   run apt-get install -y --no-install-recommends -t bookworm-backports qemu-utils
