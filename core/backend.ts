@@ -506,6 +506,7 @@ export class Backend {
   #stopRing(index: number): number {
     const vring = this.#vring(index);
     if (vring.queue) {
+      this.#callDevice(`quiescing queue ${index}`, () => this.#device.quiesce?.(index));
       vring.base = vring.queue.nextAvail;
       vring.queue = null;
       this.#callDevice(`stopping queue ${index}`, () => this.#device.queueStopped?.(index));

@@ -58,6 +58,19 @@ export interface CommandSpec {
   readonly manDescription?: readonly string[];
   /** Whether it reads `RUST_LOG` (help and man page say so). Default true: the daemons do. */
   readonly rustLog?: boolean;
+  /**
+   * Positional arguments, if the command takes any (e.g. scsi's image
+   * paths): they are collected, in order, under `name` in the parsed options.
+   */
+  readonly positionals?: PositionalSpec;
+}
+
+/** The positional arguments of a command. */
+export interface PositionalSpec {
+  /** Key in the parsed options, and the placeholder in help, e.g. `IMAGES`. */
+  readonly name: string;
+  /** One line of help. */
+  readonly help: string;
 }
 
 /** Parsed options by long name: strings, booleans, or string lists for `multiple`. */
@@ -187,8 +200,14 @@ export function parseCommandLine(
   let values: ParsedOptions;
   try {
     // A plain object: parseArgs returns one without a prototype.
-    const parsed = parseArgs({ args: [...args], options, strict: true, allowPositionals: false });
+    const parsed = parseArgs({
+      args: [...args],
+      options,
+      strict: true,
+      allowPositionals: spec.positionals !== undefined,
+    });
     values = { ...parsed.values } as ParsedOptions;
+    if (spec.positionals) values[spec.positionals.name] = parsed.positionals;
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message.split("\n")[0] : String(error));
   }
@@ -251,11 +270,15 @@ export function renderHelp(spec: CommandSpec): string {
   const required = spec.options.filter((o) => o.required).map((o) =>
     `--${o.long} <${o.valueName ?? "VALUE"}>`
   );
+  const positional = spec.positionals ? ` [${spec.positionals.name}]...` : "";
   return [
     spec.about,
     "",
-    `Usage: ${spec.name} [OPTIONS]${required.length ? " " + required.join(" ") : ""}`,
+    `Usage: ${spec.name} [OPTIONS]${required.length ? " " + required.join(" ") : ""}${positional}`,
     "",
+    ...(spec.positionals
+      ? ["Arguments:", `  [${spec.positionals.name}]...  ${spec.positionals.help}`, ""]
+      : []),
     "Options:",
     ...rows.map((r) => `  ${r.names.padEnd(width)}${r.text}`),
     "",
@@ -286,7 +309,16 @@ export function renderManPage(
     `${roff(spec.name)} \\- ${roff(spec.about)}`,
     ".SH SYNOPSIS",
     `.B ${roff(spec.name)}`,
-    "[\\fIOPTIONS\\fR]",
+    "[\\fIOPTIONS\\fR]" +
+    (spec.positionals ? ` [\\fI${roff(spec.positionals.name)}\\fR]...` : ""),
+    ...(spec.positionals
+      ? [
+        ".SH ARGUMENTS",
+        ".TP",
+        `\\fI${roff(spec.positionals.name)}\\fR`,
+        roff(spec.positionals.help),
+      ]
+      : []),
     ...(spec.manDescription
       ? [
         ".SH DESCRIPTION",

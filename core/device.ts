@@ -47,6 +47,13 @@ export interface VirtioDevice {
   writeConfig?(offset: number, data: Uint8Array): void;
   /** The driver made buffers available on `queue` (a kick, or the ring was just enabled). */
   onKick(queue: number): void;
+  /**
+   * The ring is about to stop (GET_VRING_BASE) and is still live: finish
+   * the requests taken from it and not yet returned, so the index the
+   * front-end gets back covers only answered requests (a disk's I/O in
+   * flight, as QEMU's own vhost devices drain theirs).
+   */
+  quiesce?(queue: number): void;
   /** The ring stopped (GET_VRING_BASE): drop anything held for it. */
   queueStopped?(queue: number): void;
   /** The connection ended or the device was reset: release host resources. */

@@ -23,6 +23,41 @@ export function openReadOnly(path: string, options: { nonBlocking?: boolean } = 
   });
 }
 
+const O_RDWR = 2;
+
+/**
+ * Opens an existing file close-on-exec, read-write unless `readOnly`
+ * (a disk image: nothing may write through a read-only one); returns the fd.
+ */
+export function openFile(path: string, options: { readOnly: boolean }): number {
+  const flags = (options.readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+  return check(libc.open(new TextEncoder().encode(path + "\0"), flags, 0), "open", {
+    detail: path,
+  });
+}
+
+/** `fdatasync(2)`: the file's data (and the metadata needed to read it) reach the disk. */
+export function fdatasync(fd: number): void {
+  check(libc.fdatasync(fd), "fdatasync", { detail: `fd ${fd}` });
+}
+
+/** `FALLOC_FL_KEEP_SIZE`: the file size does not change. */
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+/** `FALLOC_FL_PUNCH_HOLE`: deallocate the range (reads return zeros); needs KEEP_SIZE. */
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+
+/** `fallocate(2)` of `[offset, offset + length)` with `mode` (e.g. PUNCH_HOLE | KEEP_SIZE). */
+export function fallocate(
+  fd: number,
+  options: { mode: number; offset: number; length: number },
+): void {
+  check(
+    libc.fallocate(fd, options.mode, BigInt(options.offset), BigInt(options.length)),
+    "fallocate",
+    { detail: `fd ${fd}, mode ${options.mode}, ${options.length} bytes at ${options.offset}` },
+  );
+}
+
 /** Closes `fd`; errors are ignored, as after close(2) the fd is gone anyway. */
 export function close(fd: number): void {
   libc.close(fd);
@@ -99,6 +134,38 @@ export function preadv(fd: number, iov: IovecList, options: { offset: number }):
   return check(Number(libc.preadv(fd, iov.bytes, iov.count, BigInt(options.offset))), "preadv", {
     detail: `fd ${fd}`,
   });
+}
+
+/** `RWF_NOWAIT`: fail with EAGAIN rather than wait (data not cached, a lock held). */
+export const RWF_NOWAIT = 0x8;
+
+/**
+ * `preadv2(2)` into `iov` at file `offset` with `flags`; returns bytes read,
+ * or `null` on `EAGAIN` (with RWF_NOWAIT: the read would have waited).
+ */
+export function preadv2(
+  fd: number,
+  iov: IovecList,
+  options: { offset: number; flags: number },
+): number | null {
+  const n = Number(libc.preadv2(fd, iov.bytes, iov.count, BigInt(options.offset), options.flags));
+  if (n >= 0) return n;
+  const errno = lastErrno();
+  if (errno === EAGAIN) return null;
+  throw new SyscallError("preadv2", errno, { detail: `fd ${fd}` });
+}
+
+/**
+ * `preadv(2)` on one of Deno's helper threads: the caller's thread goes on
+ * meanwhile. The helper thread's errno is not visible here, so a failure is
+ * reported as `-1` without a cause.
+ */
+export async function preadvOnHelperThread(
+  fd: number,
+  iov: IovecList,
+  options: { offset: number },
+): Promise<number> {
+  return Number(await libc.preadv_nonblocking(fd, iov.bytes, iov.count, BigInt(options.offset)));
 }
 
 /** `pwritev(2)` from `iov` at file `offset`; returns bytes written. */

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { IOVEC_SIZE, setAddress, stableBuffer } from "./structs.ts";
+import { addressOf, IOVEC_SIZE, setAddress, stableBuffer } from "./structs.ts";
 
 /** Linux's `IOV_MAX`: readv(2) and friends refuse more iovecs (EINVAL). */
 export const IOV_MAX = 1024;
@@ -31,6 +31,11 @@ export class IovecList {
   /** Sum of the entry lengths. */
   get totalLength(): number {
     return this.#total;
+  }
+
+  /** Host address of the raw array (io_uring takes it as a number). */
+  get address(): number {
+    return addressOf(this.#bytes);
   }
 
   /** The raw array, to pass to readv/writev/preadv/pwritev/sendmsg. */

@@ -28,6 +28,15 @@ export const SYMBOLS = {
   writev: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   // ssize_t preadv(int fd, const struct iovec *iov, int iovcnt, off_t offset);
   preadv: { parameters: ["i32", "buffer", "i32", "i64"], result: "isize" },
+  // The same, run on a helper thread (measured against io_uring by bench:scsi).
+  preadv_nonblocking: {
+    name: "preadv",
+    parameters: ["i32", "buffer", "i32", "i64"],
+    result: "isize",
+    nonblocking: true,
+  },
+  // ssize_t preadv2(int fd, const struct iovec *iov, int iovcnt, off_t offset, int flags);
+  preadv2: { parameters: ["i32", "buffer", "i32", "i64", "i32"], result: "isize" },
   // ssize_t pwritev(int fd, const struct iovec *iov, int iovcnt, off_t offset);
   pwritev: { parameters: ["i32", "buffer", "i32", "i64"], result: "isize" },
   // int fstat(int fd, struct stat *statbuf);
@@ -91,6 +100,26 @@ export const SYMBOLS = {
   },
   // int sched_yield(void);
   sched_yield: { parameters: [], result: "i32" },
+  // int fdatasync(int fd);
+  fdatasync: { parameters: ["i32"], result: "i32" },
+  // int fallocate(int fd, int mode, off_t offset, off_t len);
+  fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
+  // io_uring has no libc wrapper: long syscall(long number, ...), one
+  // entry per argument list (the numbers are the same on x86-64 and aarch64).
+  // int io_uring_setup(u32 entries, struct io_uring_params *p);
+  io_uring_setup: { name: "syscall", parameters: ["i64", "u32", "buffer"], result: "i32" },
+  // int io_uring_enter(int fd, u32 to_submit, u32 min_complete, u32 flags, sigset_t *sig, size_t sz);
+  io_uring_enter: {
+    name: "syscall",
+    parameters: ["i64", "i32", "u32", "u32", "u32", "pointer", "usize"],
+    result: "i32",
+  },
+  // int io_uring_register(int fd, unsigned opcode, void *arg, unsigned nr_args);
+  io_uring_register: {
+    name: "syscall",
+    parameters: ["i64", "i32", "u32", "buffer", "u32"],
+    result: "i32",
+  },
   // long sysconf(int name);
   sysconf: { parameters: ["i32"], result: "i64" },
 } as const satisfies Deno.ForeignLibraryInterface;

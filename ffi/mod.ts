@@ -17,3 +17,5 @@ export * from "./socket.ts";
 export * from "./vsock.ts";
 export * from "./sched.ts";
 export * from "./i2c_dev.ts";
+export { addressOf, stableBuffer } from "./structs.ts";
+export * from "./io_uring.ts";

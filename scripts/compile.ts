@@ -36,6 +36,8 @@ export const DEVICE_PERMISSIONS: Readonly<Record<string, readonly string[]>> = {
   scmi: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
   // libgpiod through Deno.dlopen; socket files (vhost-user and --sim-control).
   gpio: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
+  // Stats and resolves the image paths (realpath for their serial numbers); removes its socket.
+  scsi: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
 };
 
 /**

@@ -21,6 +21,9 @@ host_packages+=(device-tree-compiler gcc-12-aarch64-linux-gnu binutils-aarch64-l
 # The container images (scripts/container.ts): podman builds and runs them, mmdebstrap makes
 # their Debian base, runc runs them (crun 1.8.1 refuses some hosts' cgroup layout).
 host_packages+=(podman mmdebstrap runc)
+# The scsi tests copy sg3-utils, lsscsi, fio, e2fsprogs and util-linux
+# (blkdiscard) into the guest.
+host_packages+=(sg3-utils lsscsi fio e2fsprogs util-linux)
 backports=/etc/apt/sources.list.d/bookworm-backports.sources
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -1,0 +1,260 @@
+// The daemon process: command-line failures, a read-only image, hole
+// punching, 4096-byte blocks, task management around requests in flight,
+// and a storm of random requests it must answer without dying.
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  decodeResponse,
+  GUEST_FEATURES,
+  ScsiSession,
+  startScsiDaemon,
+  type TestResponse,
+} from "./testing.ts";
+
+const MAIN = new URL("./main.ts", import.meta.url).pathname;
+const MiB = 1 << 20;
+
+async function runMain(args: string[]): Promise<{ code: number; stderr: string }> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", MAIN, ...args],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  return { code: output.code, stderr: new TextDecoder().decode(output.stderr) };
+}
+
+function be32(n: number): number[] {
+  return [(n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff];
+}
+
+function check(r: TestResponse, key: number, asc: number, ascq = 0): void {
+  assert.equal(r.response, 0);
+  assert.equal(r.status, 2);
+  assert.deepEqual(r.senseCode, [key, asc, ascq]);
+}
+
+function good(r: TestResponse): void {
+  assert.equal(r.response, 0);
+  assert.equal(r.status, 0, `sense ${r.senseCode}`);
+}
+
+Deno.test("scsi main: bad images and flags are one line and a non-zero exit", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeFile(`${dir}/ragged.img`, new Uint8Array(1000));
+    const cases: [string[], number, RegExp][] = [
+      [["-s", `${dir}/s`, `${dir}/missing.img`], 1, /image .*missing\.img: no such file/],
+      [["-s", `${dir}/s`, `${dir}/ragged.img`], 1, /1000 bytes is not a whole/],
+      [["-s", `${dir}/s`], 2, /no image given/],
+      [["-s", `${dir}/s`, "--block-size", "520", `${dir}/ragged.img`], 2, /--block-size/],
+    ];
+    for (const [args, code, message] of cases) {
+      const result = await runMain(args);
+      assert.equal(result.code, code, result.stderr);
+      assert.match(result.stderr, message);
+      assert.equal(result.stderr.trim().split("\n").length, 1, result.stderr);
+      assert.match(result.stderr, /^vhost-device-scsi: error: /);
+    }
+    const caps = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", MAIN, "--print-capabilities"],
+    }).output();
+    assert.equal(new TextDecoder().decode(caps.stdout).trim(), '{"type":"scsi"}');
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("scsi daemon: --read-only refuses every write with DATA PROTECT and keeps the image", async () => {
+  const path = await Deno.makeTempFile();
+  const content = Uint8Array.from({ length: MiB }, (_, i) => i % 251);
+  await Deno.writeFile(path, content);
+  await using daemon = await startScsiDaemon(["--read-only", path]);
+  const s = await ScsiSession.connect(daemon.socket);
+  try {
+    const fd = [...Deno.readDirSync(`/proc/${daemon.pid}/fd`)].map((e) => e.name).find((n) => {
+      try {
+        return Deno.readLinkSync(`/proc/${daemon.pid}/fd/${n}`) === Deno.realPathSync(path);
+      } catch {
+        return false;
+      }
+    });
+    const flags = Deno.readTextFileSync(`/proc/${daemon.pid}/fdinfo/${fd}`);
+    assert.equal(Number.parseInt(/flags:\s+(\d+)/.exec(flags)![1], 8) & 3, 0, "opened O_RDONLY");
+    const r = s.run({ cdb: [0x1a, 0, 0x3f, 0, 255, 0], dataIn: 255 });
+    assert.equal(r.data[2] & 0x80, 0x80, "WP");
+    const block = new Uint8Array(512).fill(1);
+    check(s.run({ cdb: [0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], dataOut: block }), 7, 0x27);
+    check(s.run({ cdb: [0x0a, 0, 0, 0, 1, 0], dataOut: block }), 7, 0x27);
+    check(
+      s.run({ cdb: [0x41, 0x08, 0, 0, 0, 0, 0, 0, 1, 0], dataOut: new Uint8Array(512) }),
+      7,
+      0x27,
+    );
+    const unmap = new Uint8Array(24);
+    unmap.set([0, 22, 0, 16], 0);
+    unmap.set([...be32(0), ...be32(0), ...be32(8)], 8);
+    check(s.run({ cdb: [0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], dataOut: unmap }), 7, 0x27);
+    good(s.run({ cdb: [0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0] }));
+    good(s.run({ cdb: [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], dataIn: 512 }));
+    assert.deepEqual(await Deno.readFile(path), content);
+  } finally {
+    s.close();
+    await daemon.stop();
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("scsi daemon: UNMAP and WRITE SAME punch holes; 4096-byte blocks", async () => {
+  const path = await Deno.makeTempFile();
+  await Deno.writeFile(path, new Uint8Array(8 * MiB).fill(0xaa));
+  await using daemon = await startScsiDaemon(["--block-size", "4096", path]);
+  const s = await ScsiSession.connect(daemon.socket);
+  try {
+    let r = s.run({ cdb: [0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], dataIn: 8 });
+    assert.deepEqual([...r.data], [...be32(2047), ...be32(4096)]);
+    const allocated = async () => ((await Deno.stat(path)).blocks ?? 0) * 512;
+    const before = await allocated();
+    // UNMAP blocks 0..255 (1 MiB) and 512..767.
+    const list = new Uint8Array(8 + 32);
+    list.set([0, 38, 0, 32]);
+    list.set([0, 0, 0, 0, ...be32(0), ...be32(256), 0, 0, 0, 0], 8);
+    list.set([0, 0, 0, 0, ...be32(512), ...be32(256), 0, 0, 0, 0], 24);
+    good(s.run({ cdb: [0x42, 0, 0, 0, 0, 0, 0, 0, 40, 0], dataOut: list }));
+    assert.ok(before - (await allocated()) >= 2 * MiB, "2 MiB deallocated");
+    // WRITE SAME(16) with UNMAP and a zero block: a hole too; NDOB the same.
+    good(
+      s.run({
+        cdb: [0x93, 0x08, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0],
+        dataOut: new Uint8Array(4096),
+      }),
+    );
+    good(s.run({ cdb: [0x93, 0x09, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 1, 0, 0, 0] }));
+    // WRITE SAME(10) of a pattern writes it.
+    const pattern = new Uint8Array(4096).fill(0x3c);
+    good(s.run({ cdb: [0x41, 0, 0, 0, 0x06, 0, 0, 0, 3, 0], dataOut: pattern }));
+    const image = await Deno.readFile(path);
+    assert.ok(image.subarray(0, MiB).every((b) => b === 0));
+    assert.ok(image.subarray(1024 * 4096, 1041 * 4096).every((b) => b === 0), "blocks 1024..1040");
+    assert.ok(image.subarray(1536 * 4096, 1539 * 4096).every((b) => b === 0x3c));
+    assert.ok(image.subarray(MiB, 2 * MiB).every((b) => b === 0xaa), "untouched");
+    r = s.run({ cdb: [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], dataIn: 4096 });
+    assert.ok(r.data.every((b) => b === 0));
+    // Parameter list errors.
+    check(s.run({ cdb: [0x42, 0, 0, 0, 0, 0, 0, 0, 4, 0], dataOut: list.subarray(0, 4) }), 5, 0x1a);
+    const far = list.slice(0, 24);
+    far.set(be32(3000), 12);
+    check(s.run({ cdb: [0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], dataOut: far }), 5, 0x21);
+    check(s.run({ cdb: [0x41, 0x10, 0, 0, 0, 0, 0, 0, 1, 0], dataOut: pattern }), 5, 0x24);
+    assert.equal(
+      s.run({ cdb: [0x41, 0, 0, 0, 0, 0, 0, 0, 1, 0], dataOut: pattern.subarray(0, 512) }).response,
+      1,
+    );
+  } finally {
+    s.close();
+    await daemon.stop();
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("scsi daemon: TMFs wait for the requests they cover; random requests never end the daemon", async () => {
+  const path = await Deno.makeTempFile();
+  await Deno.truncate(path, 16 * MiB);
+  await using daemon = await startScsiDaemon(["--num-queues", "2", path]);
+  const s = await ScsiSession.connect(daemon.socket, { requestQueues: 2, memoryMiB: 128 });
+  try {
+    // Eight 1 MiB reads in flight on queue 2, then LOGICAL UNIT RESET and ABORT TASK.
+    for (let i = 0; i < 8; i++) {
+      s.add({ cdb: [0x28, 0, ...be32(i * 2048), 0, 0x08, 0, 0], dataIn: MiB, id: BigInt(i) });
+    }
+    s.kick(2);
+    const tmf = (subtype: number, id: bigint) => {
+      const req = new Uint8Array(24);
+      new DataView(req.buffer).setUint32(4, subtype, true);
+      req.set([1, 0, 0, 0], 8);
+      new DataView(req.buffer).setBigUint64(16, id, true);
+      s.queues[0].add({ readable: [req], writable: [1] });
+    };
+    tmf(5, 0n);
+    tmf(0, 3n);
+    s.kick(0);
+    const reads = s.collect(2, 8).map(decodeResponse);
+    assert.ok(reads.every((r) => r.status === 0 && r.data.length === MiB));
+    const answers = s.collect(0, 2).map((u) => u.data[0]);
+    assert.deepEqual(answers, [0, 0], "FUNCTION COMPLETE after the reads");
+
+    // Random CDBs, LUN fields and buffer sizes on both queues.
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ minLength: 16, maxLength: 16 }),
+        fc.constantFrom(0, 1, 2),
+        fc.nat(9000),
+        fc.nat(9000),
+        fc.boolean(),
+        (cdb, lunCase, inSize, outSize, second) => {
+          const lunField = [[1, 0, 0, 0, 0, 0, 0, 0], [1, 0, 0x40, 7, 0, 0, 0, 0], [
+            9,
+            9,
+            9,
+            9,
+            9,
+            9,
+            9,
+            9,
+          ]][lunCase];
+          const q = second ? 3 : 2;
+          // Keep writes away from nothing: any LBA may be hit, the image is scratch.
+          s.add({
+            cdb: [...cdb],
+            lunField,
+            dataIn: inSize,
+            dataOut: outSize ? new Uint8Array(outSize) : undefined,
+            queue: q,
+          });
+          s.kick(q);
+          const r = decodeResponse(s.collect(q, 1)[0]);
+          return r.length >= 108 && [0, 1, 3].includes(r.response);
+        },
+      ),
+      { numRuns: 400 },
+    );
+    good(s.run({ cdb: [0, 0, 0, 0, 0, 0] }));
+    assert.ok(daemon.running);
+  } finally {
+    s.close();
+    await daemon.stop();
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("scsi daemon: GET_VRING_BASE returns only after the requests in flight are answered", async () => {
+  // On the disk's file system, not tmpfs: the flushes must take time.
+  const path = await Deno.makeTempFile({ dir: "/var/tmp" });
+  await Deno.writeFile(path, new Uint8Array(32 * MiB).fill(7));
+  await using daemon = await startScsiDaemon([path]);
+  const s = await ScsiSession.connect(daemon.socket, { memoryMiB: 128 });
+  try {
+    for (let round = 0; round < 3; round++) {
+      // FUA writes: each waits for the disk (RWF_DSYNC on ext4 or the like).
+      for (let i = 0; i < 16; i++) {
+        s.add({
+          cdb: [0x2a, 0x08, ...be32(i * 2048), 0, 0x08, 0, 0],
+          dataOut: new Uint8Array(MiB).fill(round + 1),
+        });
+      }
+      s.kick(2);
+      // Stop at once: the writes are on io_uring's workers now.
+      const [, , base] = s.frontend.stop();
+      assert.equal(base, (round + 1) * 16);
+      const used = s.queues[2].takeUsed().map(decodeResponse);
+      assert.equal(used.length, 16, "every request taken was answered");
+      assert.ok(used.every((r) => r.status === 0));
+      const image = await Deno.readFile(path);
+      assert.ok(image.subarray(0, 16 * MiB).every((b) => b === round + 1));
+      s.frontend.start({ memory: s.memory, queues: s.queues, features: GUEST_FEATURES });
+    }
+  } finally {
+    s.close();
+    await daemon.stop();
+    await Deno.remove(path);
+  }
+});
