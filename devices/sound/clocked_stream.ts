@@ -11,7 +11,7 @@
 
 import { armTimerFd, close, createTimerFd, drainEventFd } from "../../ffi/mod.ts";
 import type { HostEnvironment, HostStream, StreamPort } from "./backend.ts";
-import { bytesPerSecond, type PcmParams } from "./pcm.ts";
+import { bytesPerSecond, frameBytes, type PcmParams } from "./pcm.ts";
 
 /** Where a timer-paced stream's bytes go to or come from. */
 export interface ClockedIo {
@@ -43,6 +43,7 @@ export class ClockedStream implements HostStream {
   readonly #timer: number;
   #params: PcmParams | null = null;
   #bytesPerMs = 0;
+  #frameBytes = 1;
   #running = false;
   /** performance.now() at which byte 0 of {@link #done} was due. */
   #origin = 0;
@@ -70,6 +71,7 @@ export class ClockedStream implements HostStream {
     this.#io.prepare?.(params, options);
     this.#params = params;
     this.#bytesPerMs = bytesPerSecond(params) / 1000;
+    this.#frameBytes = frameBytes(params);
   }
 
   start(): void {
@@ -125,9 +127,10 @@ export class ClockedStream implements HostStream {
       this.#checkXrun(now);
       return;
     }
-    let due = Math.floor((now - this.#origin) * this.#bytesPerMs) - this.#done;
+    // Whole frames only, so a stream stopped mid-buffer leaves no half frame behind.
+    let due = this.#wholeFrames(Math.floor((now - this.#origin) * this.#bytesPerMs)) - this.#done;
     while (due > 0) {
-      const chunk = Math.min(due, MAX_CHUNK);
+      const chunk = Math.min(due, this.#wholeFrames(MAX_CHUNK));
       const moved = this.#move(chunk);
       this.#done += moved;
       due -= moved;
@@ -166,9 +169,15 @@ export class ClockedStream implements HostStream {
       this.#armXrun(now);
       return;
     }
-    const at = this.#origin + (this.#done + pending) / this.#bytesPerMs;
+    // A guest buffer that ends mid-frame completes with the frame that ends in the next one.
+    const target = Math.ceil((this.#done + pending) / this.#frameBytes) * this.#frameBytes;
+    const at = this.#origin + target / this.#bytesPerMs;
     // A hair late rather than early, so the bytes are due when it fires.
     armTimerFd(this.#timer, Math.max(at - now, 0) + 0.01);
+  }
+
+  #wholeFrames(bytes: number): number {
+    return bytes - bytes % this.#frameBytes;
   }
 
   #graceMs(): number {
