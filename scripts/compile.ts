@@ -29,6 +29,8 @@ export const DEVICE_PERMISSIONS: Readonly<Record<string, readonly string[]>> = {
     "--allow-write",
     "--allow-env=RUST_LOG,LOG_TOKENS,LOG_STREAM",
   ],
+  // Reads --input and writes --output WAV files; libasound/libpipewire are loaded through FFI.
+  sound: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
 };
 
 /** Options of {@link compileArgs}. */

@@ -140,7 +140,7 @@ export function ensureGuestKit(): Promise<GuestKit> {
 }
 
 async function buildKit(): Promise<GuestKit> {
-  const hostTools = ["qemu-system-x86_64", "cpio", "gzip", "xz", "depmod"];
+  const hostTools = ["qemu-system-x86_64", "cpio", "gzip", "xz", "depmod", "aplay", "pipewire"];
   if (hostTools.some((tool) => findOnPath(tool) === undefined)) {
     await runScript("install_qemu.sh");
   }
