@@ -10,6 +10,7 @@
 
 import { type CommandSpec, loggerFor, runMain } from "../../core/cli.ts";
 import { Daemon } from "../../core/daemon.ts";
+import { AlsaBackend } from "./alsa_backend.ts";
 import type { AudioBackend } from "./backend.ts";
 import { SOUND_COMMAND, type SoundConfig, soundConfig } from "./config.ts";
 import { SoundDevice } from "./device.ts";
@@ -26,6 +27,8 @@ export function openBackend(config: SoundConfig): AudioBackend {
       return new NullBackend();
     case "file":
       return FileBackend.open({ output: config.output, input: config.input });
+    case "alsa":
+      return new AlsaBackend(config.device);
     default:
       throw new Error(`the ${config.backend} back-end is not available in this build`);
   }

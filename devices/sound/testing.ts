@@ -35,11 +35,11 @@ export type SoundDaemonProcess = DaemonProcess & {
 /**
  * Starts `deno run -A devices/sound/main.ts --socket <tmp>/snd.sock <args>`
  * at log level debug and waits until it listens. `args` may name files in
- * `dir` by writing `{dir}`.
+ * `dir` by writing `{dir}`; `env` adds environment variables.
  */
 export async function startSoundDaemon(
   args: readonly string[],
-  options: { dir?: string } = {},
+  options: { dir?: string; env?: Record<string, string> } = {},
 ): Promise<SoundDaemonProcess> {
   const dir = options.dir ?? await Deno.makeTempDir({ prefix: "sound-" });
   const socket = `${dir}/snd.sock`;
@@ -52,6 +52,7 @@ export async function startSoundDaemon(
       ...args.map((a) => a.replaceAll("{dir}", dir)),
     ],
     tempDir: dir,
+    env: options.env,
   });
   try {
     await daemon.waitForLog("listening on");
