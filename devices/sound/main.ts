@@ -16,6 +16,7 @@ import { SOUND_COMMAND, type SoundConfig, soundConfig } from "./config.ts";
 import { SoundDevice } from "./device.ts";
 import { FileBackend } from "./file_backend.ts";
 import { NullBackend } from "./null_backend.ts";
+import { PipeWireBackend } from "./pipewire_backend.ts";
 
 /** The command line: parser, `--help` and man page. */
 export const COMMAND: CommandSpec = SOUND_COMMAND;
@@ -29,6 +30,8 @@ export function openBackend(config: SoundConfig): AudioBackend {
       return FileBackend.open({ output: config.output, input: config.input });
     case "alsa":
       return new AlsaBackend(config.device);
+    case "pipewire":
+      return new PipeWireBackend();
     default:
       throw new Error(`the ${config.backend} back-end is not available in this build`);
   }
