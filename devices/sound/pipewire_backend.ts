@@ -28,7 +28,6 @@ import {
   SPA_AUDIO_FORMAT_S32_LE,
   SPA_AUDIO_FORMAT_U8,
 } from "../../ffi/pipewire.ts";
-import type { EventLoop } from "../../core/event_loop.ts";
 import type { AudioBackend, HostEnvironment, HostStream, StreamPort } from "./backend.ts";
 import { ClockedStream, MIN_XRUN_GRACE_MS } from "./clocked_stream.ts";
 import {
@@ -253,7 +252,6 @@ class PipeWireHostStream implements HostStream {
 export class PipeWireBackend implements AudioBackend {
   readonly name = "pipewire";
   #loop: PipeWireLoop | null = null;
-  #eventLoop: EventLoop | null = null;
 
   capabilities(): StreamCapabilities {
     return DEFAULT_CAPABILITIES;
@@ -263,10 +261,8 @@ export class PipeWireBackend implements AudioBackend {
     return new PipeWireHostStream(port, environment, () => this.#pipewireLoop(environment));
   }
 
+  /** Daemon shutdown: the event loop is already closed, so only PipeWire's goes. */
   close(): void {
-    if (this.#loop && this.#eventLoop?.watching(this.#loop.fd)) {
-      this.#eventLoop.unwatch(this.#loop.fd);
-    }
     this.#loop?.close();
     this.#loop = null;
   }
@@ -277,7 +273,6 @@ export class PipeWireBackend implements AudioBackend {
     const loop = new PipeWireLoop();
     environment.loop.watch(loop.fd, () => loop.iterate());
     this.#loop = loop;
-    this.#eventLoop = environment.loop;
     return loop;
   }
 }
