@@ -70,7 +70,7 @@ function pipewire(): PipeWireSymbols {
 }
 
 /** `enum pw_stream_state`. */
-export const PW_STREAM_STATE_ERROR = -1;
+export const PW_STREAM_STATE_ERROR: number = -1;
 /** `enum pw_stream_state`. */
 export const PW_STREAM_STATE_UNCONNECTED = 0;
 /** `enum pw_stream_state`. */
@@ -158,6 +158,7 @@ export function audioFormatPod(format: AudioFormat): Uint8Array<ArrayBuffer> {
 export class PipeWireLoop {
   /** The loop's fd, for the caller's epoll set. */
   readonly fd: number;
+  /** The `struct pw_loop *`, for streams made on it. */
   readonly pointer: Deno.PointerValue;
   readonly #data: Deno.PointerValue;
   readonly #iterate: Deno.UnsafeFnPointer<
