@@ -32,8 +32,6 @@ export function openBackend(config: SoundConfig): AudioBackend {
       return new AlsaBackend(config.device);
     case "pipewire":
       return new PipeWireBackend();
-    default:
-      throw new Error(`the ${config.backend} back-end is not available in this build`);
   }
 }
 

@@ -224,3 +224,41 @@ Deno.test("sound e2e: aplay/arecord through vhost-user-snd-pci sample-exact (aga
     assert.equal(status.code, 0, daemon.log);
   }
 });
+
+Deno.test("sound e2e: aplay through --backend alsa lands sample-exact in an alsa-lib file PCM", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sound-e2e-alsa-" });
+  await Deno.mkdir(`${dir}/alsa`);
+  // alsa.conf reads $XDG_CONFIG_HOME/alsa/asoundrc.
+  await Deno.writeTextFile(
+    `${dir}/alsa/asoundrc`,
+    `pcm.vhost_e2e {
+  type file
+  slave.pcm "null"
+  file "${dir}/out.raw"
+  format "raw"
+}
+`,
+  );
+  const daemon = await startSoundDaemon(["--backend", "alsa", "--device", "vhost_e2e"], {
+    dir,
+    env: { XDG_CONFIG_HOME: dir },
+  });
+  try {
+    const played = tone(1, 330, 990);
+    const result = await bootGuest(vhostGuest(
+      daemon.socket,
+      run("alsa", `${PLAY} /data/tone.wav`),
+      { "/data/tone.wav": wav(played) },
+    ));
+    assertGuestSucceeded(result);
+    check(result.results.alsa_rc === "0", `aplay exited ${result.results.alsa_rc}`, result);
+    await daemon.waitForLog("waiting for a front-end", { timeoutMs: 20_000 });
+    const out = await Deno.readFile(`${dir}/out.raw`);
+    assert.ok(out.length >= played.length, `the file PCM got ${out.length} bytes`);
+    const at = out.findIndex((_, i) => i < played.length && out[i] !== played[i]);
+    assert.ok(at === -1 || at >= played.length, `the file PCM differs at byte ${at}`);
+  } finally {
+    const status = await daemon.stop();
+    assert.equal(status.code, 0, daemon.log);
+  }
+});
