@@ -32,7 +32,8 @@ import {
   SND_PCM_STREAM_PLAYBACK,
 } from "../../ffi/alsa.ts";
 import type { AudioBackend, HostEnvironment, HostStream, StreamPort } from "./backend.ts";
-import { ClockedStream } from "./clocked_stream.ts";
+import type { Timer } from "../../core/event_loop.ts";
+import { ClockedStream, MIN_XRUN_GRACE_MS } from "./clocked_stream.ts";
 import {
   bytesPerSecond,
   DEFAULT_CAPABILITIES,
@@ -54,8 +55,8 @@ const ALSA_FORMATS: ReadonlyMap<number, number> = new Map([
   [VIRTIO_SND_PCM_FMT_S32, SND_PCM_FORMAT_S32_LE],
 ]);
 
-/** Host buffer bounds: at least 20 ms (scheduling slack), at most 500 ms (latency). */
-const MIN_LATENCY_US = 20_000;
+/** Host buffer bounds: at least 50 ms (scheduling slack), at most 500 ms (latency). */
+const MIN_LATENCY_US = 50_000;
 const MAX_LATENCY_US = 500_000;
 const EPERM = 1;
 
@@ -73,6 +74,9 @@ class AlsaStream implements HostStream {
   #running = false;
   #scratch = new Uint8Array(0);
   #overrun = false;
+  #starvedAt: number | null = null;
+  #starveTimer: Timer | null = null;
+  #xrunSent = false;
 
   constructor(port: StreamPort, environment: HostEnvironment, device: string) {
     this.#port = port;
@@ -106,6 +110,8 @@ class AlsaStream implements HostStream {
   start(): void {
     this.#running = true;
     this.#overrun = false;
+    this.#starvedAt = null;
+    this.#xrunSent = false;
     // After a STOP the PCM is draining or stopped: start over from prepared.
     const pcm = this.#pcm;
     if (pcm && pcm.state() !== SND_PCM_STATE_PREPARED) {
@@ -124,6 +130,8 @@ class AlsaStream implements HostStream {
 
   stop(): void {
     this.#running = false;
+    this.#starveTimer?.cancel();
+    this.#starveTimer = null;
     this.#clock?.stop();
     this.#interest(0);
     try {
@@ -137,6 +145,8 @@ class AlsaStream implements HostStream {
 
   release(): void {
     this.#running = false;
+    this.#starveTimer?.cancel();
+    this.#starveTimer = null;
     this.#clock?.close();
     this.#clock = null;
     for (const fd of this.#watched) this.#environment.loop.unwatch(fd);
@@ -153,6 +163,7 @@ class AlsaStream implements HostStream {
   }
 
   wake(): void {
+    this.#xrunSent = false;
     if (this.#clock) this.#clock.wake();
     else if (this.#running && this.#port.direction === "output") {
       this.#pump();
@@ -242,18 +253,50 @@ class AlsaStream implements HostStream {
       }
       const frames = Math.min(avail, Math.floor(this.#port.queuedBytes() / frame));
       if (frames === 0) {
-        // Nothing queued: stop asking for POLLOUT until the guest sends more.
-        if (this.#port.queuedBytes() < frame) this.#interest(0);
+        if (this.#port.queuedBytes() < frame) {
+          // Nothing queued: stop asking for POLLOUT until the guest sends more.
+          this.#interest(0);
+          this.#starving(params);
+        }
         return;
       }
+      this.#starvedAt = null;
       const bytes = this.#buffer(frames * frame);
       const read = this.#port.read(bytes);
-      const written = pcm.write(bytes, read / frame);
+      let written = pcm.write(bytes, read / frame);
       if (written < 0) {
+        // The guest's buffers are already returned: recover and write the same frames again.
         this.#check(written);
-        return;
+        written = pcm.write(bytes, read / frame);
+        if (written < 0) {
+          this.#check(written);
+          return;
+        }
       }
       if (pcm.state() !== SND_PCM_STATE_RUNNING) pcm.start();
+    }
+  }
+
+  /**
+   * The guest left the running stream empty: PCM_XRUN once that has lasted a
+   * period (at least 50 ms, as the timer-paced streams do). A host-side xrun
+   * while the guest had audio queued is the host's hiccup and is only recovered.
+   */
+  #starving(params: PcmParams): void {
+    if (!this.#running) return;
+    const now = performance.now();
+    this.#starvedAt ??= now;
+    const grace = Math.max(params.periodBytes / bytesPerSecond(params) * 1000, MIN_XRUN_GRACE_MS);
+    if (now - this.#starvedAt < grace) {
+      this.#starveTimer ??= this.#environment.loop.setTimer(grace, () => {
+        this.#starveTimer = null;
+        if (this.#port.queuedBytes() === 0) this.#starving(params);
+      });
+      return;
+    }
+    if (!this.#xrunSent) {
+      this.#xrunSent = true;
+      this.#port.xrun();
     }
   }
 
@@ -287,7 +330,6 @@ class AlsaStream implements HostStream {
     if (result >= 0 || !this.#pcm) return;
     if (result === -EAGAIN) return;
     this.#pcm.recover(result);
-    this.#port.xrun();
   }
 
   /** The PCM failed beyond recovery: keep the guest running on the timer. */
