@@ -16,8 +16,9 @@ host_packages=(cpio gzip xz-utils kmod gcc make libc6-dev binutils socat)
 # Sound: aplay/arecord and /usr/share/alsa are copied into the guest; the
 # daemon's alsa and pipewire back-ends load libasound2 and libpipewire-0.3-0,
 # and the PipeWire test runs a headless daemon (pipewire, pipewire-bin) with
-# WirePlumber on a private D-Bus (wireplumber, dbus) to link its streams.
-host_packages+=(alsa-utils libasound2 libpipewire-0.3-0 pipewire pipewire-bin wireplumber dbus)
+# WirePlumber on a private D-Bus (wireplumber, dbus) to link its streams, and
+# drives the alsa back-end through PipeWire's ALSA plugin (pipewire-alsa).
+host_packages+=(alsa-utils libasound2 libpipewire-0.3-0 pipewire pipewire-bin wireplumber dbus pipewire-alsa)
 backports=/etc/apt/sources.list.d/bookworm-backports.sources
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

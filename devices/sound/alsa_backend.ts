@@ -55,8 +55,8 @@ const ALSA_FORMATS: ReadonlyMap<number, number> = new Map([
   [VIRTIO_SND_PCM_FMT_S32, SND_PCM_FORMAT_S32_LE],
 ]);
 
-/** Host buffer bounds: at least 50 ms (scheduling slack), at most 500 ms (latency). */
-const MIN_LATENCY_US = 50_000;
+/** Host buffer bounds: at least 100 ms (two PipeWire quanta through its ALSA plugin), at most 500 ms. */
+const MIN_LATENCY_US = 100_000;
 const MAX_LATENCY_US = 500_000;
 const EPERM = 1;
 

@@ -356,6 +356,9 @@ export class SoundDevice implements VirtioDevice {
           host?.stop();
           break;
         case VIRTIO_SND_R_PCM_RELEASE:
+          // Messages the driver made available count as pending even if their kick is
+          // still on its way (each queue has its own eventfd): take them first.
+          this.#serveIo(stream.direction === "output" ? TXQ : RXQ);
           host?.release();
           // §5.14.6.6.5.1: every pending message completes before the request does.
           stream.completeAll();
