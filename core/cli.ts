@@ -9,6 +9,7 @@
 import { parseArgs } from "node:util";
 import type { ListenAddress } from "./daemon.ts";
 import { socketPaths } from "./daemon.ts";
+import { DEFAULT_POLL_MICROS } from "./event_loop.ts";
 import { isLevel, type Level, levelFor, Logger } from "./log.ts";
 
 /** The project's version, printed by `--version`. */
@@ -71,14 +72,15 @@ export const LOOP_OPTIONS: readonly OptionSpec[] = [
     long: "poll-us",
     kind: "value",
     valueName: "MICROSECONDS",
-    defaultValue: "0",
-    help: "After serving, poll for more work this long before sleeping (uses CPU, saves wake-ups)",
+    defaultValue: String(DEFAULT_POLL_MICROS),
+    help:
+      "Cap of the adaptive poll after serving: it grows while work keeps arriving, falls to 0 when idle (0: never poll)",
   },
 ];
 
 /** The value of `--poll-us` from {@link LOOP_OPTIONS}. */
 export function pollMicros(parsed: ParsedOptions): number {
-  return parseInteger(String(parsed["poll-us"] ?? "0"), {
+  return parseInteger(String(parsed["poll-us"] ?? DEFAULT_POLL_MICROS), {
     option: "poll-us",
     min: 0,
     max: 1_000_000,

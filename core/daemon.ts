@@ -42,7 +42,7 @@ export interface DaemonOptions {
   readonly serveOnce?: boolean;
   /** How the event loop waits (default `hybrid`); see {@link WaitPolicy}. */
   readonly waitPolicy?: WaitPolicy;
-  /** Busy-poll this long after serving before sleeping (default 0: never); see {@link EventLoop}. */
+  /** Cap of the adaptive poll window in µs (default `DEFAULT_POLL_MICROS`; 0: never poll); see {@link EventLoop}. */
   readonly pollMicros?: number;
 }
 

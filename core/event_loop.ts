@@ -13,10 +13,15 @@
  * free to run signal listeners and promise continuations. {@link stop}
  * signals an eventfd in the set, so even an idle wait ends at once.
  *
- * Optionally (`pollMicros`), while busy it polls the set without sleeping
- * for that long before blocking: it burns CPU, but the next kick finds it
- * awake, which saves the wake-up of an idle CPU (tens of µs on a virtual
- * machine; docs/architecture.md).
+ * While busy it also polls the set without sleeping for a while before it
+ * blocks: the next kick then finds it awake, which saves the wake-up of an
+ * idle CPU (tens of µs on a virtual machine; docs/architecture.md). How long
+ * is decided as KVM's halt polling decides ({@link PollWindow}): the window
+ * grows while events arrive just after it ends and falls to 0 when they do
+ * not, so an idle daemon sleeps without polling. `pollMicros` caps it (0:
+ * never poll). Between polls the loop yields the CPU, so a runnable thread on
+ * the same CPU (the guest's, the front-end's) runs instead of waiting for us,
+ * as KVM stops polling when another task is runnable.
  *
  * @module
  */
@@ -30,8 +35,10 @@ import {
   Epoll,
   EPOLLIN,
   signalEventFd,
+  yieldCpu,
 } from "../ffi/mod.ts";
 import type { Logger } from "./log.ts";
+import { PollWindow } from "./poll_window.ts";
 
 /** Called with the epoll flags (EPOLLIN, EPOLLHUP…) when a watched fd is ready. */
 export type ReadyHandler = (flags: number) => void;
@@ -40,6 +47,14 @@ export type ReadyHandler = (flags: number) => void;
 export const HOT_WAIT_MS = 5;
 /** Longest time without letting Deno's loop turn while busy. */
 export const YIELD_INTERVAL_MS = 10;
+/**
+ * A yield that kept the loop off the CPU longer than this (20 µs) ran
+ * another task's time slice, not a quick peer's request: the CPU is
+ * contended, so polling stops.
+ */
+const CONTENDED_YIELD_MS = 0.02;
+/** The default cap of the adaptive poll window, in µs (`--poll-us`; docs/architecture.md). */
+export const DEFAULT_POLL_MICROS = 200;
 
 const WAKE_TOKEN = 0;
 
@@ -63,7 +78,7 @@ export class EventLoop {
   readonly #fdTokens = new Map<number, number>();
   readonly #log: Logger;
   readonly #policy: WaitPolicy;
-  readonly #pollMs: number;
+  readonly #window: PollWindow;
   readonly #wakeFd = createEventFd();
   #nextToken = 1;
   readonly #deferred: (() => void)[] = [];
@@ -71,11 +86,14 @@ export class EventLoop {
   #running = false;
   #stopping = false;
 
-  /** A loop that reports handler failures to `log`. */
+  /**
+   * A loop that reports handler failures to `log`. `pollMicros` caps the
+   * adaptive poll window (default {@link DEFAULT_POLL_MICROS}; 0: never poll).
+   */
   constructor(log: Logger, options: { policy?: WaitPolicy; pollMicros?: number } = {}) {
     this.#log = log;
     this.#policy = options.policy ?? "hybrid";
-    this.#pollMs = (options.pollMicros ?? 0) / 1000;
+    this.#window = new PollWindow({ maxMicros: options.pollMicros ?? DEFAULT_POLL_MICROS });
     this.#epoll.add(this.#wakeFd, { events: EPOLLIN, token: WAKE_TOKEN });
   }
 
@@ -101,6 +119,11 @@ export class EventLoop {
     this.#fdTokens.delete(fd);
     this.#handlers.delete(token);
     this.#epoll.remove(fd);
+  }
+
+  /** The current poll window in µs (0 when idle or when polling is off). */
+  get pollWindowMicros(): number {
+    return this.#window.micros;
   }
 
   /** Whether `fd` is watched. */
@@ -165,8 +188,12 @@ export class EventLoop {
         if (hot && sync && performance.now() - lastYield < YIELD_INTERVAL_MS) {
           if (deferred) ready = this.#epoll.wait(0);
           else {
-            ready = this.#pollMs > 0 ? this.#poll() : 0;
+            const since = performance.now();
+            const window = this.#window.micros;
+            ready = window > 0 ? this.#poll(since + window / 1000) : 0;
             if (ready === 0) ready = this.#epoll.wait(HOT_WAIT_MS);
+            // The block time decides the next window; no event at all: idle.
+            this.#window.record(ready > 0 ? (performance.now() - since) * 1000 : Infinity);
           }
           hot = ready > 0 || deferred;
         } else {
@@ -190,12 +217,22 @@ export class EventLoop {
     close(this.#wakeFd);
   }
 
-  /** Polls the set without sleeping for up to `pollMicros`; returns the events ready. */
-  #poll(): number {
-    const until = performance.now() + this.#pollMs;
-    let ready = 0;
-    do ready = this.#epoll.wait(0); while (ready === 0 && performance.now() < until);
-    return ready;
+  /**
+   * Polls the set without sleeping until `until` (a `performance.now()`
+   * time); returns the events ready. Each empty look yields the CPU, so
+   * polling never keeps a runnable thread on this CPU waiting; a yield that
+   * took long means others want this CPU, and then the loop stops polling
+   * and sleeps, as KVM stops when another task is runnable (a sleeper is
+   * woken with priority; a yielder waits its turn behind the others).
+   */
+  #poll(until: number): number {
+    for (;;) {
+      const ready = this.#epoll.wait(0);
+      const now = performance.now();
+      if (ready > 0 || now >= until) return ready;
+      yieldCpu();
+      if (performance.now() - now > CONTENDED_YIELD_MS) return 0;
+    }
   }
 
   #runDeferred(): void {

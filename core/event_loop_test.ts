@@ -83,3 +83,31 @@ Deno.test("deferred work runs after the ready fds, and a busy source cannot star
   loop.close();
   close(other);
 });
+
+Deno.test("the poll window opens while work keeps coming and closes when the loop idles", async () => {
+  const loop = new EventLoop(quiet(), { pollMicros: 200 });
+  const fd = createEventFd();
+  let kicks = 0;
+  let busiest = 0;
+  loop.watch(fd, () => {
+    drainEventFd(fd);
+    busiest = Math.max(busiest, loop.pollWindowMicros);
+    // Work that comes back at once, as a guest asking again.
+    if (++kicks < 50) signalEventFd(fd);
+  });
+  signalEventFd(fd);
+  // Then only far-apart timers: each long sleep shrinks the window.
+  let timers = 0;
+  const tick = () => {
+    if (loop.pollWindowMicros === 0 || ++timers > 20) loop.stop();
+    else loop.setTimer(20, tick);
+  };
+  loop.setTimer(20, tick);
+  await loop.run();
+  assert.equal(kicks, 50);
+  assert.ok(busiest > 0, "the window opened");
+  assert.equal(loop.pollWindowMicros, 0, `closed after ${timers} idle periods`);
+  loop.unwatch(fd);
+  loop.close();
+  close(fd);
+});

@@ -26,6 +26,7 @@ const ERRNO_NAMES: Record<number, string> = {
   2: "ENOENT",
   4: "EINTR",
   5: "EIO",
+  6: "ENXIO",
   9: "EBADF",
   11: "EAGAIN",
   12: "ENOMEM",
@@ -49,6 +50,7 @@ const ERRNO_NAMES: Record<number, string> = {
   107: "ENOTCONN",
   110: "ETIMEDOUT",
   111: "ECONNREFUSED",
+  121: "EREMOTEIO",
 };
 
 /** The symbolic name of an errno value, such as `EAGAIN`. */

@@ -36,6 +36,8 @@ export const SYMBOLS = {
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   // int ioctl(int fd, unsigned long request, ... /* void *arg */);
   ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
+  // The same with an integer argument (I2C_SLAVE takes the address itself).
+  ioctl_value: { name: "ioctl", parameters: ["i32", "u64", "u64"], result: "i32" },
   // int socket(int domain, int type, int protocol);
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
   // int socketpair(int domain, int type, int protocol, int sv[2]);
@@ -87,6 +89,8 @@ export const SYMBOLS = {
     parameters: ["i32", "i32", "buffer", "pointer"],
     result: "i32",
   },
+  // int sched_yield(void);
+  sched_yield: { parameters: [], result: "i32" },
   // long sysconf(int name);
   sysconf: { parameters: ["i32"], result: "i64" },
 } as const satisfies Deno.ForeignLibraryInterface;

@@ -15,3 +15,5 @@ export * from "./timerfd.ts";
 export * from "./memory.ts";
 export * from "./socket.ts";
 export * from "./vsock.ts";
+export * from "./sched.ts";
+export * from "./i2c_dev.ts";

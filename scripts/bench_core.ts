@@ -7,8 +7,9 @@
  * - Ours: the TypeScript front-end sends 1-descriptor requests (one 64-byte
  *   device-writable buffer, the shape of a guest's rng request) to the echo
  *   device's daemon at queue depth 1 and 64, once per event-loop variant:
- *   synchronous waits while busy (the default), the same with a 50 µs
- *   busy-poll before sleeping, and every wait on a helper thread.
+ *   the default (synchronous waits while busy, adaptive polling capped at
+ *   `DEFAULT_POLL_MICROS`), the same without polling (`--poll-us 0`, the
+ *   default before), and every wait on a helper thread.
  *
  * Where the two processes run decides the figures more than anything else: a
  * wake-up on the same CPU costs a few µs, across CPUs of this virtual machine
@@ -80,12 +81,14 @@ async function pinSelf(cpu: number): Promise<void> {
   if (!out.success) throw new Error(`taskset failed: ${new TextDecoder().decode(out.stderr)}`);
 }
 
-async function floor(binary: string, placement: Placement): Promise<number> {
+/** The C floor's mean, median and 99th percentile round trip, in µs. */
+async function floor(binary: string, placement: Placement): Promise<Figures> {
   const rounds = 100_000;
   const args = [String(rounds), String(placement.frontend), String(placement.daemon)];
   const out = await new Deno.Command(binary, { args }).output();
-  const [, seconds] = new TextDecoder().decode(out.stdout).trim().split(" ").map(Number);
-  return seconds / rounds * 1e6;
+  const [, seconds, p50, p99] = new TextDecoder().decode(out.stdout).trim().split(" ").map(Number);
+  const mean = seconds / rounds * 1e6;
+  return { mean, p50, p99, rps: 1e6 / mean };
 }
 
 async function core(
@@ -174,16 +177,17 @@ async function core(
 
 /** Event-loop variants measured, with the echo daemon's flags for each. */
 const VARIANTS = {
-  "hybrid loop": ["--wait-policy", "hybrid"],
-  "hybrid loop, --poll-us 50": ["--wait-policy", "hybrid", "--poll-us", "50"],
-  "async loop": ["--wait-policy", "async"],
+  "default (adaptive poll)": ["--wait-policy", "hybrid"],
+  "--poll-us 0 (no polling)": ["--wait-policy", "hybrid", "--poll-us", "0"],
+  "async loop": ["--wait-policy", "async", "--poll-us", "0"],
 } as const;
 type Variant = keyof typeof VARIANTS;
 
 type Runs = Record<Variant, { depth1: Figures; depth64: Figures }[]>;
 
-function report(placement: Placement, floors: { c: number[]; deno: number[] }, runs: Runs): void {
-  const floorUs = median(floors.c);
+function report(placement: Placement, floors: { c: Figures[]; deno: number[] }, runs: Runs): void {
+  const floorUs = median(floors.c.map((f) => f.mean));
+  const floorP50 = median(floors.c.map((f) => f.p50));
   const denoUs = median(floors.deno);
   const pick = (variant: Variant, depth: "depth1" | "depth64", key: keyof Figures) =>
     median(runs[variant].map((r) => r[depth][key]));
@@ -191,25 +195,34 @@ function report(placement: Placement, floors: { c: number[]; deno: number[] }, r
   console.log(
     `\n${placement.name} (front-end on CPU ${placement.frontend}, daemon on CPU ${placement.daemon})\n`,
   );
-  console.log("| measurement | mean µs | p50 µs | p99 µs | requests/s | vs floor (mean) |");
-  console.log("|---|---|---|---|---|---|");
   console.log(
-    `| floor: C eventfd ping-pong | ${fmt(floorUs)} | - | - | ${fmt(1e6 / floorUs, 0)} | 1.00x |`,
+    "| measurement | mean µs | p50 µs | p99 µs | requests/s | vs floor (mean) | vs floor (p50) |",
+  );
+  console.log("|---|---|---|---|---|---|---|");
+  console.log(
+    `| floor: C eventfd ping-pong | ${fmt(floorUs)} | ${fmt(floorP50)} | ${
+      fmt(median(floors.c.map((f) => f.p99)))
+    } | ${fmt(1e6 / floorUs, 0)} | 1.00x | 1.00x |`,
   );
   console.log(
     `| Deno eventfd ping-pong, same FFI calls | ${fmt(denoUs)} | - | - | ${
       fmt(1e6 / denoUs, 0)
-    } | ${(denoUs / floorUs).toFixed(2)}x |`,
+    } | ${(denoUs / floorUs).toFixed(2)}x | - |`,
   );
   for (const policy of Object.keys(VARIANTS) as Variant[]) {
     const mean = pick(policy, "depth1", "mean");
+    const p50 = pick(policy, "depth1", "p50");
     console.log(
-      `| echo, depth 1, ${policy} | ${fmt(mean)} | ${fmt(pick(policy, "depth1", "p50"))} | ${
+      `| echo, depth 1, ${policy} | ${fmt(mean)} | ${fmt(p50)} | ${
         fmt(pick(policy, "depth1", "p99"))
-      } | ${fmt(pick(policy, "depth1", "rps"), 0)} | ${(mean / floorUs).toFixed(2)}x |`,
+      } | ${fmt(pick(policy, "depth1", "rps"), 0)} | ${(mean / floorUs).toFixed(2)}x | ${
+        (p50 / floorP50).toFixed(2)
+      }x |`,
     );
     console.log(
-      `| echo, depth 64, ${policy} | - | - | - | ${fmt(pick(policy, "depth64", "rps"), 0)} | - |`,
+      `| echo, depth 64, ${policy} | - | - | - | ${
+        fmt(pick(policy, "depth64", "rps"), 0)
+      } | - | - |`,
     );
   }
 }
@@ -223,7 +236,7 @@ if (import.meta.main) {
     );
     for (const placement of PLACEMENTS) {
       await pinSelf(placement.frontend);
-      const floors = { c: [] as number[], deno: [] as number[] };
+      const floors = { c: [] as Figures[], deno: [] as number[] };
       const runs = Object.fromEntries(Object.keys(VARIANTS).map((v) => [v, []])) as unknown as Runs;
       for (let round = 0; round < ROUNDS; round++) {
         floors.c.push(await floor(binary, placement));

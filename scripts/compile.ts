@@ -29,9 +29,26 @@ export const DEVICE_PERMISSIONS: Readonly<Record<string, readonly string[]>> = {
     "--allow-write",
     "--allow-env=RUST_LOG,LOG_TOKENS,LOG_STREAM",
   ],
+  // Reads adapter names in /sys/bus/i2c/devices; /dev/i2c-N is opened through libc.
+  i2c: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
+  // Reads IIO sysfs files (any path given with -d iio,path=…) and removes its socket file.
+  scmi: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
   // Reads --input and writes --output WAV files; libasound/libpipewire are loaded through FFI.
   sound: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
 };
+
+/**
+ * The Deno permission flags of device `name`, the one table both the compiled
+ * binaries and the container images (scripts/container.ts) use. Throws for a
+ * device without an entry, so a new device must declare its needs.
+ */
+export function devicePermissions(name: string): readonly string[] {
+  const permissions = DEVICE_PERMISSIONS[name];
+  if (!permissions) {
+    throw new Error(`devices/${name} has no entry in DEVICE_PERMISSIONS (scripts/compile.ts)`);
+  }
+  return permissions;
+}
 
 /** Options of {@link compileArgs}. */
 export interface CompileOptions {
@@ -48,13 +65,9 @@ export interface CompileOptions {
  * device without a permission entry, so a new device must declare its needs.
  */
 export function compileArgs(name: string, options: CompileOptions = {}): string[] {
-  const permissions = DEVICE_PERMISSIONS[name];
-  if (!permissions) {
-    throw new Error(`devices/${name} has no entry in DEVICE_PERMISSIONS (scripts/compile.ts)`);
-  }
   return [
     "compile",
-    ...permissions,
+    ...devicePermissions(name),
     ...(options.target ? ["--target", options.target] : []),
     "--output",
     `${options.outDir ?? "dist"}/vhost-device-${name}`,

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   compileArgs,
   DEVICE_PERMISSIONS,
+  devicePermissions,
   discoverDevices,
   isDenortDownloadFailure,
 } from "./compile.ts";
@@ -38,6 +39,16 @@ Deno.test("compile: never --allow-all, --allow-run, --allow-net or an unscoped -
   }
 });
 
+Deno.test("compile: scmi gets ffi, read (IIO sysfs), write and RUST_LOG only", () => {
+  assert.deepEqual(compileArgs("scmi").slice(0, 5), [
+    "compile",
+    "--allow-ffi",
+    "--allow-read",
+    "--allow-write",
+    "--allow-env=RUST_LOG",
+  ]);
+});
+
 Deno.test("compile: a device without a permission entry is refused", () => {
   assert.throws(
     () => compileArgs("mystery"),
@@ -49,6 +60,7 @@ Deno.test("compile: every device folder has a permission entry", () => {
   const root = new URL("..", import.meta.url).pathname;
   const devices = discoverDevices(root);
   assert.ok(devices.includes("rng"));
+  assert.ok(devices.includes("i2c"));
   for (const name of devices) assert.doesNotThrow(() => compileArgs(name), name);
 });
 
@@ -64,4 +76,9 @@ Caused by:
   assert.ok(isDenortDownloadFailure(offline));
   assert.ok(!isDenortDownloadFailure("error: TS2322 [ERROR]: Type 'string' is not assignable"));
   assert.ok(!isDenortDownloadFailure(""));
+});
+
+Deno.test("compile: devicePermissions is the table's entry, and refuses an unknown device", () => {
+  assert.equal(devicePermissions("vsock"), DEVICE_PERMISSIONS.vsock);
+  assert.throws(() => devicePermissions("mystery"), /devices\/mystery has no entry/);
 });

@@ -13,6 +13,14 @@ export DEBIAN_FRONTEND=noninteractive
 # Host tools from bookworm: cpio/gzip/xz pack the initramfs, kmod runs depmod,
 # gcc/make/binutils build the out-of-tree modules, socat serves guest tests.
 host_packages=(cpio gzip xz-utils kmod gcc make libc6-dev binutils socat)
+# i2c-tools (i2cdetect, i2cget, i2cset, i2ctransfer, i2cdump) drive the i2c guest tests.
+host_packages+=(i2c-tools)
+# aarch64 guests (SCMI): dtc edits QEMU's devicetree, the cross compiler builds
+# the out-of-tree SCMI modules; the kernel and busybox come as arm64 packages.
+host_packages+=(device-tree-compiler gcc-12-aarch64-linux-gnu binutils-aarch64-linux-gnu)
+# The container images (scripts/container.ts): podman builds and runs them, mmdebstrap makes
+# their Debian base, runc runs them (crun 1.8.1 refuses some hosts' cgroup layout).
+host_packages+=(podman mmdebstrap runc)
 # Sound: aplay/arecord and /usr/share/alsa are copied into the guest; the
 # daemon's alsa and pipewire back-ends load libasound2 and libpipewire-0.3-0,
 # and the PipeWire test runs a headless daemon (pipewire, pipewire-bin) with
@@ -68,7 +76,12 @@ for pkg in "${host_packages[@]}"; do
 done
 major=$(qemu_major)
 need_qemu=$([[ ${major:-0} -ge 10 ]] && echo no || echo yes)
-[[ $need_qemu == no && ${#missing[@]} -eq 0 && -f $backports ]] && exit 0
+arm_major=$(command -v qemu-system-aarch64 >/dev/null &&
+  qemu-system-aarch64 --version | sed -n 's/^QEMU emulator version \([0-9]*\).*/\1/p' || true)
+need_arm=$([[ ${arm_major:-0} -ge 10 ]] && echo no || echo yes)
+has_arm64=$(dpkg --print-foreign-architectures | grep -qx arm64 && echo yes || echo no)
+[[ $need_qemu == no && $need_arm == no && $has_arm64 == yes && ${#missing[@]} -eq 0 &&
+  -f $backports ]] && exit 0
 [[ $(id -u) -eq 0 ]] || die "must run as root to install QEMU and host tools"
 
 if [[ ! -f $backports ]]; then
@@ -82,12 +95,16 @@ Components: main
 Signed-By: $key
 SOURCES
 fi
+[[ $has_arm64 == yes ]] || run dpkg --add-architecture arm64
 run apt-get update
 if [[ ${#missing[@]} -gt 0 ]]; then
   run apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 if [[ $need_qemu == yes ]]; then
   run apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-x86
+fi
+if [[ $need_arm == yes ]]; then
+  run apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-arm
 fi
 major=$(qemu_major)
 [[ ${major:-0} -ge 10 ]] || die "qemu-system-x86_64 >= 10 not installed (found '${major:-none}')"

@@ -8,6 +8,7 @@ source scripts/setup.sh
 
 bash scripts/install_qemu.sh
 bash scripts/build_guest_kit.sh >/dev/null
+bash scripts/build_guest_kit_aarch64.sh >/dev/null
 
 deno fmt --check
 deno lint

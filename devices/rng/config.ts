@@ -69,7 +69,7 @@ export interface RngConfig {
   readonly maxBytesPerInstance: number | null;
   /** `--log-level`, if given. */
   readonly logLevel: Level | undefined;
-  /** `--poll-us`: busy-poll after serving (0: never). */
+  /** `--poll-us`: cap of the adaptive poll after serving (0: never poll). */
   readonly pollMicros: number;
 }
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { parseCommandLine, renderHelp, UsageError } from "../../core/cli.ts";
+import { DEFAULT_POLL_MICROS } from "../../core/event_loop.ts";
 import { RNG_COMMAND, type RngConfig, rngConfig } from "./config.ts";
 
 function parse(...args: string[]): RngConfig {
@@ -24,7 +25,7 @@ Deno.test("rng config: defaults match upstream", () => {
     periodMs: 65536,
     maxBytesPerInstance: null,
     logLevel: undefined,
-    pollMicros: 0,
+    pollMicros: DEFAULT_POLL_MICROS,
   });
   assert.equal(parse("-s", "/x", "--poll-us", "50").pollMicros, 50);
   assert.throws(() => parse("-s", "/x", "--poll-us", "x"), /--poll-us/);

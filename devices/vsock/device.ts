@@ -82,6 +82,8 @@ export interface VsockDeviceOptions {
   readonly backend: HostBackend;
   /** Sends a packet for another CID to the sibling registry. */
   readonly route: (packet: SiblingPacket) => void;
+  /** Called when the front-end connection ends (the device is reset). */
+  readonly detached?: () => void;
 }
 
 /** A control packet waiting for an rx buffer. */
@@ -108,6 +110,7 @@ export class VsockDevice implements VirtioDevice {
   readonly #txBufferSize: number;
   readonly #backend: HostBackend;
   readonly #route: (packet: SiblingPacket) => void;
+  readonly #detached: (() => void) | undefined;
   readonly #connections = new Map<string, Connection>();
   readonly #localPorts = new Set<number>();
   readonly #control = new Fifo<Control>();
@@ -138,6 +141,7 @@ export class VsockDevice implements VirtioDevice {
     this.#txBufferSize = options.txBufferSize;
     this.#backend = options.backend;
     this.#route = options.route;
+    this.#detached = options.detached;
   }
 
   /** Live connections (for tests and diagnostics). */
@@ -180,6 +184,7 @@ export class VsockDevice implements VirtioDevice {
     this.#sweepTimer = null;
     this.#txStalled = false;
     this.#context = null;
+    this.#detached?.();
   }
 
   /**
@@ -433,18 +438,23 @@ export class VsockDevice implements VirtioDevice {
     this.#processRx();
   }
 
-  /** The guest accepted a host-initiated connection: tell the host program (`OK <port>`). */
+  /**
+   * The guest accepted a host-initiated connection: tell the host program if
+   * its side wants it (hybrid vsock's `OK <port>`; nothing over AF_VSOCK).
+   */
   #established(conn: Connection): void {
-    const line = new TextEncoder().encode(`OK ${conn.peerPort}\n`);
-    let written: number | null = null;
-    try {
-      written = conn.stream?.write(line) ?? null;
-    } catch (error) {
-      this.#context?.log.debug(`host side of ${this.#describe(conn)} left: ${errorText(error)}`);
-    }
-    if (written !== line.length) {
-      this.#remove(conn, { reset: true });
-      return;
+    const line = this.#backend.confirmation(conn.peerPort);
+    if (line) {
+      let written: number | null = null;
+      try {
+        written = conn.stream?.write(line) ?? null;
+      } catch (error) {
+        this.#context?.log.debug(`host side of ${this.#describe(conn)} left: ${errorText(error)}`);
+      }
+      if (written !== line.length) {
+        this.#remove(conn, { reset: true });
+        return;
+      }
     }
     conn.state = "established";
     conn.deadline = Infinity;

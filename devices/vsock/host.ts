@@ -45,6 +45,11 @@ export interface HostBackend {
   /** Connects for a guest connecting to the host on `port`. Throws if that fails. */
   connect(port: number): HostStream;
   /**
+   * What a host-initiated stream is sent once the guest accepted on guest
+   * `port` (hybrid vsock's `OK <port>\n`), or `null` for nothing.
+   */
+  confirmation(port: number): Uint8Array | null;
+  /**
    * Stops accepting and releases the backend's own sockets and files.
    * `unwatch: false` when the event loop is already closed.
    */

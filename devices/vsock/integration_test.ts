@@ -6,7 +6,6 @@ import {
   close,
   connectUnix,
   listenUnix,
-  read,
   setNonBlocking,
   write,
 } from "../../ffi/mod.ts";
@@ -28,9 +27,17 @@ import {
   VIRTIO_VSOCK_OP_SHUTDOWN,
   VIRTIO_VSOCK_SHUTDOWN_F_RECEIVE,
   VIRTIO_VSOCK_SHUTDOWN_F_SEND,
-  VMADDR_CID_HOST,
 } from "./packet.ts";
 import { FakeGuest, type Packet } from "./testing/fake_guest.ts";
+import {
+  concat,
+  GuestStream,
+  hostRead,
+  hostSeesEof,
+  pattern,
+  pumpUntil,
+  readSome,
+} from "./testing/guest_stream.ts";
 import { DaemonProcess } from "../../tests/integration/daemon_process.ts";
 
 const BOTH = VIRTIO_VSOCK_SHUTDOWN_F_RECEIVE | VIRTIO_VSOCK_SHUTDOWN_F_SEND;
@@ -48,169 +55,23 @@ function paths(): { dir: string; socket: string; uds: string } {
   return { dir, socket: `${dir}/vhost.sock`, uds: `${dir}/vm.vsock` };
 }
 
-/** Reads whatever a non-blocking fd has, up to `max` bytes; `null` at end of file. */
-function readSome(fd: number, max = 1 << 20): Uint8Array | null {
-  const buffer = new Uint8Array(max);
-  const n = read(fd, buffer);
-  if (n === 0) return null;
-  return buffer.subarray(0, n ?? 0);
-}
-
-/** Pumps guest rx while waiting for `condition`. */
-function pumpUntil(guest: FakeGuest, condition: () => boolean, what: string, timeoutMs = 5000) {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    guest.poll(5);
-  }
-}
-
-/** Host reads exactly `length` bytes from `fd`, pumping the guest meanwhile. */
-function hostRead(guest: FakeGuest, fd: number, length: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let got = 0;
-  pumpUntil(guest, () => {
-    const chunk = readSome(fd, length - got);
-    if (chunk === null) throw new Error(`end of file after ${got} of ${length} bytes`);
-    out.set(chunk, got);
-    got += chunk.length;
-    return got === length;
-  }, `${length} bytes on the host`);
-  return out;
-}
-
-/** Whether `fd` reads end of file (pumping the guest). */
-function hostSeesEof(guest: FakeGuest, fd: number): boolean {
-  let eof = false;
-  pumpUntil(guest, () => {
-    try {
-      eof = readSome(fd) === null;
-    } catch {
-      eof = true; // ECONNRESET counts
-    }
-    return eof;
-  }, "end of file on the host");
-  return eof;
-}
-
-/** A guest-side stream connection with Linux-like credit bookkeeping. */
-class GuestStream {
-  sent = 0;
-  received = 0;
-  peerBufAlloc = 0;
-  peerFwdCnt = 0;
-  readonly data: Uint8Array[] = [];
-
-  constructor(
-    readonly guest: FakeGuest,
-    readonly port: number,
-    readonly peerPort: number,
-    readonly bufAlloc = 256 * 1024,
-  ) {}
-
-  get peerCredit(): number {
-    return this.peerBufAlloc - (this.sent - this.peerFwdCnt);
-  }
-
-  matches(p: Packet): boolean {
-    return p.header.srcCid === VMADDR_CID_HOST && p.header.srcPort === this.peerPort &&
-      p.header.dstPort === this.port;
-  }
-
-  send(op: number, payload: Uint8Array = new Uint8Array(0), flags = 0): void {
-    this.guest.send({
-      op,
-      srcPort: this.port,
-      dstPort: this.peerPort,
-      flags,
-      bufAlloc: this.bufAlloc,
-      fwdCnt: this.received,
-    }, payload);
-    if (op === VIRTIO_VSOCK_OP_RW) this.sent += payload.length;
-  }
-
-  /** Takes the next packet of this connection, tracking credit and data. */
-  next(timeoutMs = 5000): Packet {
-    const p = this.guest.take((q) => this.matches(q), timeoutMs);
-    this.peerBufAlloc = p.header.bufAlloc;
-    this.peerFwdCnt = p.header.fwdCnt;
-    if (p.header.op === VIRTIO_VSOCK_OP_RW) {
-      this.received += p.payload.length;
-      this.data.push(p.payload);
-    }
-    return p;
-  }
-
-  /** The next packet that is not a CREDIT_UPDATE (those only update credit). */
-  nextControl(timeoutMs = 5000): Packet {
-    for (;;) {
-      const p = this.next(timeoutMs);
-      if (p.header.op !== VIRTIO_VSOCK_OP_CREDIT_UPDATE) return p;
-    }
-  }
-
-  /** Writes `bytes` respecting the host's credit, waiting for CREDIT_UPDATEs as needed. */
-  write(bytes: Uint8Array, chunk = 16384): void {
-    let offset = 0;
-    while (offset < bytes.length) {
-      if (this.peerCredit <= 0) {
-        this.next();
-        continue;
-      }
-      const take = Math.min(chunk, this.peerCredit, bytes.length - offset);
-      this.send(VIRTIO_VSOCK_OP_RW, bytes.subarray(offset, offset + take));
-      offset += take;
-    }
-  }
-
-  /** Receives until `length` bytes arrived; returns them. */
-  readBytes(length: number): Uint8Array {
-    while (this.received < length) {
-      const p = this.next();
-      if (p.header.op === VIRTIO_VSOCK_OP_SHUTDOWN || p.header.op === VIRTIO_VSOCK_OP_RST) {
-        throw new Error(`connection ended after ${this.received} of ${length} bytes`);
-      }
-      if (p.header.op === VIRTIO_VSOCK_OP_CREDIT_REQUEST) {
-        this.send(VIRTIO_VSOCK_OP_CREDIT_UPDATE);
-      }
-    }
-    return concat(this.data);
-  }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
-function pattern(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
-
 /** Guest connects to host port `hostPort` (a listener at `<uds>_<hostPort>`); returns both ends. */
 function guestConnect(
   guest: FakeGuest,
   options: { listener: number; hostPort: number; guestPort: number; bufAlloc?: number },
 ): { stream: GuestStream; host: number } {
-  const stream = new GuestStream(guest, options.guestPort, options.hostPort, options.bufAlloc);
+  const stream = new GuestStream(guest, {
+    port: options.guestPort,
+    peerPort: options.hostPort,
+    bufAlloc: options.bufAlloc,
+  });
   stream.send(VIRTIO_VSOCK_OP_REQUEST);
   const reply = stream.next();
   assert.equal(reply.header.op, VIRTIO_VSOCK_OP_RESPONSE, "RESPONSE to the REQUEST");
   let host: number | null = null;
-  pumpUntil(guest, () => (host = acceptUnix(options.listener)) !== null, "the host accept");
+  pumpUntil(guest, () => (host = acceptUnix(options.listener)) !== null, {
+    what: "the host accept",
+  });
   return { stream, host: host! };
 }
 
@@ -225,12 +86,11 @@ function hostConnect(
   const request = guest.take((p) =>
     p.header.op === VIRTIO_VSOCK_OP_REQUEST && p.header.dstPort === options.guestPort
   );
-  const stream = new GuestStream(
-    guest,
-    options.guestPort,
-    request.header.srcPort,
-    options.bufAlloc,
-  );
+  const stream = new GuestStream(guest, {
+    port: options.guestPort,
+    peerPort: request.header.srcPort,
+    bufAlloc: options.bufAlloc,
+  });
   stream.peerBufAlloc = request.header.bufAlloc;
   stream.peerFwdCnt = request.header.fwdCnt;
   stream.send(VIRTIO_VSOCK_OP_RESPONSE);
@@ -287,7 +147,7 @@ Deno.test("vsock: guest connects to <uds>_<port>; data both ways; clean close", 
       assert.equal(write(host, back), back.length);
       assert.deepEqual(stream.readBytes(back.length), back);
       // The guest closes: SHUTDOWN both, answered by RST; the host reads end of file.
-      stream.send(VIRTIO_VSOCK_OP_SHUTDOWN, undefined, BOTH);
+      stream.shutdown(BOTH);
       assert.equal(stream.nextControl().header.op, VIRTIO_VSOCK_OP_RST);
       assert.ok(hostSeesEof(guest, host));
       close(host);
@@ -300,11 +160,11 @@ Deno.test("vsock: guest connects to <uds>_<port>; data both ways; clean close", 
 Deno.test("vsock: refused connects, unknown connections and foreign CIDs", async () => {
   const log = await withDaemon([], ({ guest }) => {
     // Nothing listens at <uds>_999: RST.
-    const s = new GuestStream(guest, 40001, 999);
+    const s = new GuestStream(guest, { port: 40001, peerPort: 999 });
     s.send(VIRTIO_VSOCK_OP_REQUEST);
     assert.equal(s.next().header.op, VIRTIO_VSOCK_OP_RST);
     // RW for no connection: RST. RST for no connection: nothing.
-    const t = new GuestStream(guest, 40002, 998);
+    const t = new GuestStream(guest, { port: 40002, peerPort: 998 });
     t.send(VIRTIO_VSOCK_OP_RW, new Uint8Array([1, 2, 3]));
     assert.equal(t.next().header.op, VIRTIO_VSOCK_OP_RST);
     t.send(VIRTIO_VSOCK_OP_RST);
@@ -383,7 +243,7 @@ Deno.test("vsock: half-close in each direction", async () => {
       setNonBlocking(host, true);
       // Guest SHUTDOWN SEND: the host reads end of file, and can still answer.
       stream.write(new TextEncoder().encode("request"));
-      stream.send(VIRTIO_VSOCK_OP_SHUTDOWN, undefined, VIRTIO_VSOCK_SHUTDOWN_F_SEND);
+      stream.shutdown(VIRTIO_VSOCK_SHUTDOWN_F_SEND);
       assert.deepEqual(new TextDecoder().decode(hostRead(guest, host, 7)), "request");
       assert.ok(hostSeesEof(guest, host));
       write(host, new TextEncoder().encode("reply"));
@@ -392,7 +252,7 @@ Deno.test("vsock: half-close in each direction", async () => {
       close(host);
       const last = stream.nextControl();
       assert.equal(last.header.op, VIRTIO_VSOCK_OP_SHUTDOWN);
-      stream.send(VIRTIO_VSOCK_OP_SHUTDOWN, undefined, BOTH);
+      stream.shutdown(BOTH);
       assert.equal(stream.nextControl().header.op, VIRTIO_VSOCK_OP_RST);
     } finally {
       close(listener);
@@ -433,11 +293,11 @@ Deno.test("vsock: credit: a host that stops reading stalls only its own connecti
         const chunk = readSome(slow.host);
         drained += chunk?.length ?? 0;
         return drained === pushed;
-      }, "draining the slow host");
+      }, { what: "draining the slow host" });
       pumpUntil(guest, () => {
         while (guest.inbox.some((p) => slow.stream.matches(p))) slow.stream.next(0);
         return slow.stream.peerCredit === TX;
-      }, "credit to come back");
+      }, { what: "credit to come back" });
       close(over.host);
       close(slow.host);
       close(fast.host);
@@ -535,7 +395,7 @@ Deno.test("vsock: short connections leave no descriptors behind", async () => {
         const a = guestConnect(guest, { listener, hostPort: 4000, guestPort: 60000 + i });
         a.stream.write(new Uint8Array([i & 0xff]));
         assert.deepEqual(hostRead(guest, a.host, 1), new Uint8Array([i & 0xff]));
-        a.stream.send(VIRTIO_VSOCK_OP_SHUTDOWN, undefined, BOTH);
+        a.stream.shutdown(BOTH);
         assert.equal(a.stream.nextControl().header.op, VIRTIO_VSOCK_OP_RST);
         close(a.host);
         const b = hostConnect(guest, { uds, guestPort: 7000 + i });
@@ -557,7 +417,7 @@ Deno.test("vsock: short connections leave no descriptors behind", async () => {
   });
 });
 
-Deno.test("vsock: sibling VMs in a shared group reach each other by CID; others are dropped", async () => {
+Deno.test("vsock: sibling VMs in a shared group reach each other by CID; others are refused", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "vsock-sib-" });
   const vm = (cid: number, groups: string) =>
     `guest-cid=${cid},socket=${dir}/v${cid}.sock,uds-path=${dir}/u${cid},groups=${groups}`;
@@ -590,12 +450,20 @@ Deno.test("vsock: sibling VMs in a shared group reach each other by CID; others 
         got += p.payload.length;
       }
       assert.deepEqual(concat(parts), data);
-      // C shares no group with A: dropped, logged.
+      // C shares no group with A, and CID 99 is nobody: A's guest gets an
+      // RST at once (no connect timeout), C sees nothing; both logged.
       a.send({ op: VIRTIO_VSOCK_OP_REQUEST, srcPort: 101, dstPort: 9, dstCid: 13 });
-      // An unknown CID: dropped, logged.
       a.send({ op: VIRTIO_VSOCK_OP_REQUEST, srcPort: 102, dstPort: 9, dstCid: 99 });
       assert.deepEqual(c.drain(200), []);
-      assert.deepEqual(a.drain(50), []);
+      const refusals = a.drain(50).map((p) => [p.header.op, p.header.srcCid, p.header.dstPort]);
+      assert.deepEqual(refusals, [[VIRTIO_VSOCK_OP_RST, 13, 101], [VIRTIO_VSOCK_OP_RST, 99, 102]]);
+      // A's front-end goes away: B's end of their connection is reset for it.
+      a.close();
+      const reset = b.take((p) => p.header.op === VIRTIO_VSOCK_OP_RST);
+      assert.deepEqual(
+        [reset.header.srcCid, reset.header.srcPort, reset.header.dstCid, reset.header.dstPort],
+        [10, 100, 11, 9],
+      );
     } finally {
       a.close();
       b.close();

@@ -78,6 +78,11 @@ export class UnixHostBackend implements HostBackend {
     this.#log.info(`hybrid vsock: host programs connect to ${this.path}`);
   }
 
+  /** Firecracker's and rust-vmm's hybrid vsock answer to `CONNECT <port>`. */
+  confirmation(port: number): Uint8Array {
+    return new TextEncoder().encode(`OK ${port}\n`);
+  }
+
   connect(port: number): HostStream {
     return new SocketStream(connectUnix(`${this.path}_${port}`, { nonBlocking: true }));
   }

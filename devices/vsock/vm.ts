@@ -13,8 +13,9 @@ import type { VmConfig } from "./config.ts";
 import { VsockDevice } from "./device.ts";
 import type { HostBackend } from "./host.ts";
 import { LogLimiter } from "./log_limiter.ts";
-import { describeHeader } from "./packet.ts";
+import { describeHeader, VIRTIO_VSOCK_OP_REQUEST, VIRTIO_VSOCK_OP_RST } from "./packet.ts";
 import type { CidRegistry, SiblingPacket, VsockPeer } from "./registry.ts";
+import { resetFor, SiblingFlows } from "./sibling_flows.ts";
 import { UnixHostBackend } from "./uds_backend.ts";
 import { VsockHostBackend } from "./vsock_backend.ts";
 
@@ -55,6 +56,7 @@ export class VsockVm implements VsockPeer {
   readonly #registry: CidRegistry;
   readonly #log: Logger;
   readonly #limited: LogLimiter;
+  readonly #flows = new SiblingFlows();
   #device: VsockDevice | null = null;
   #started = false;
 
@@ -88,12 +90,15 @@ export class VsockVm implements VsockPeer {
       txBufferSize: this.config.txBufferSize,
       backend: this.#backend,
       route: (packet) => this.#route(packet),
+      detached: () => this.#detached(),
     });
     return this.#device;
   }
 
   deliver(packet: SiblingPacket): boolean {
-    return this.#device?.deliverSibling(packet) ?? false;
+    const delivered = this.#device?.deliverSibling(packet) ?? false;
+    if (delivered) this.#flows.received(packet.header);
+    return delivered;
   }
 
   /** Leaves the registry and closes the host side; `unwatch: false` once the loop is closed. */
@@ -104,8 +109,29 @@ export class VsockVm implements VsockPeer {
     this.#backend.close(options);
   }
 
+  /** The guest is gone: its sibling peers get the RSTs it can no longer send. */
+  #detached(): void {
+    const resets = this.#flows.takeResets();
+    if (resets.length > 0) {
+      this.#log.info(`guest CID ${this.cid} left: resetting ${resets.length} sibling connections`);
+    }
+    for (const header of resets) {
+      this.#registry.route(this, { header, payload: new Uint8Array(0) });
+    }
+  }
+
   #route(packet: SiblingPacket): void {
     const outcome = this.#registry.route(this, packet);
+    if (outcome === "delivered") {
+      this.#flows.sent(packet.header);
+      return;
+    }
+    // Refuse at once what cannot be delivered, as a host without a listener
+    // would, rather than let the guest's connect time out (upstream drops it).
+    const op = packet.header.op;
+    if (op !== VIRTIO_VSOCK_OP_RST && (outcome !== "dropped" || op === VIRTIO_VSOCK_OP_REQUEST)) {
+      this.#device?.deliverSibling({ header: resetFor(packet.header), payload: new Uint8Array(0) });
+    }
     if (outcome === "unknown-cid") {
       this.#limited.warn(
         "unknown-cid",

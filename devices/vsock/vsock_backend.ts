@@ -44,6 +44,11 @@ export class VsockHostBackend implements HostBackend {
     }
   }
 
+  /** An AF_VSOCK program connected to a plain port: its stream carries only the guest's bytes. */
+  confirmation(): null {
+    return null;
+  }
+
   connect(port: number): HostStream {
     const { fd, pending } = connectVsock(this.#forwardCid, port);
     return new SocketStream(fd, { pending });

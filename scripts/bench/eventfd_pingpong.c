@@ -3,8 +3,10 @@
  * processes, the same two wake-ups a vhost-user request at queue depth 1
  * costs (kick, then call), with no ring work at all.
  * Usage: eventfd_pingpong ROUNDS [PARENT_CPU CHILD_CPU]
- *   -> prints "rounds seconds" on stdout. With CPUs given, each process is
- *   pinned, as the benchmark pins the front-end and the daemon.
+ *   -> prints "rounds seconds p50_us p99_us" on stdout. With CPUs given, each
+ *   process is pinned, as the benchmark pins the front-end and the daemon.
+ *   The percentiles let the benchmark compare medians with medians: on a
+ *   shared machine the mean carries other tenants' preemptions.
  */
 #define _GNU_SOURCE
 #include <sched.h>
@@ -15,6 +17,15 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+static double micros(struct timespec a, struct timespec b) {
+  return (b.tv_sec - a.tv_sec) * 1e6 + (b.tv_nsec - a.tv_nsec) / 1e3;
+}
+
+static int compare(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
 
 static void must(int ok, const char *what) {
   if (!ok) {
@@ -47,14 +58,23 @@ int main(int argc, char **argv) {
     _exit(0);
   }
   if (pinned) pin(argv[2]);
-  struct timespec start, end;
+  double *latency = malloc(sizeof(double) * rounds);
+  must(latency != NULL, "malloc");
+  struct timespec start, end, before, after;
   clock_gettime(CLOCK_MONOTONIC, &start);
+  after = start;
   for (long i = 0; i < rounds; i++) {
+    before = after;
     must(write(kick, &value, 8) == 8, "write kick");
     must(read(call, &value, 8) == 8, "read call");
+    clock_gettime(CLOCK_MONOTONIC, &after);
+    latency[i] = micros(before, after);
   }
-  clock_gettime(CLOCK_MONOTONIC, &end);
+  end = after;
   waitpid(child, NULL, 0);
-  printf("%ld %.9f\n", rounds, (end.tv_sec - start.tv_sec) + (end.tv_nsec - start.tv_nsec) / 1e9);
+  qsort(latency, rounds, sizeof(double), compare);
+  printf("%ld %.9f %.3f %.3f\n", rounds, micros(start, end) / 1e6, latency[rounds / 2],
+         latency[rounds * 99 / 100]);
+  free(latency);
   return 0;
 }

@@ -6,13 +6,20 @@
  * @module
  */
 
-const SCRIPTS_DIR = new URL("../../scripts/", import.meta.url).pathname;
+const PROJECT_DIR = new URL("../../", import.meta.url).pathname;
+const SCRIPTS_DIR = `${PROJECT_DIR}scripts/`;
 const DEFAULT_KIT = "/var/cache/vhost-device-deno/guest-kit";
+const DEFAULT_AARCH64_KIT = "/var/cache/vhost-device-deno/guest-kit-aarch64";
 const GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const DEFAULT_TIMEOUT_MS = 180_000;
 
-/** Paths of a built guest kit (see `scripts/build_guest_kit.sh`). */
-export interface GuestKit {
+/** The guest's architecture: x86_64 (q35) or aarch64 (virt, for devices x86 QEMU lacks). */
+export type GuestArch = "x86_64" | "aarch64";
+
+/** Paths of a built guest kit, any architecture. */
+export interface KitFiles {
+  /** Its architecture. */
+  arch: GuestArch;
   /** Kit (cache) directory. */
   dir: string;
   /** Guest kernel image. */
@@ -25,6 +32,12 @@ export interface GuestKit {
   extraModulesDir: string;
   /** Static busybox binary. */
   busybox: string;
+  /** Its applets, one path a line, when the binary cannot run on this host; else null. */
+  busyboxList: string | null;
+}
+
+/** Paths of the built x86 guest kit (see `scripts/build_guest_kit.sh`). */
+export interface GuestKit extends KitFiles {
   /** Bookworm's QEMU 7.2 (unpacked in the kit), for `GuestOptions.qemu`. */
   qemu72: QemuBinary;
 }
@@ -57,7 +70,16 @@ export interface GuestOptions {
   qemuArgs?: string[];
   /** Extra kernel command line arguments. */
   kernelArgs?: string[];
-  /** Guest memory, shared through a memfd; default 256. */
+  /**
+   * Copies the host's `deno` and this project's files (`/project` in the
+   * guest, as git lists them, untracked ones included) into the guest, so a
+   * daemon and the TypeScript front-end can run there against the guest
+   * kernel's real devices. The guest has no network: the project's npm
+   * packages come from the host's cache (`deno install` fills it first).
+   * Default memory becomes 1024 MiB.
+   */
+  deno?: boolean;
+  /** Guest memory, shared through a memfd; default 256 (1024 with `deno`). */
   memoryMiB?: number;
   /** Guest vCPUs; default 1. */
   cpus?: number;
@@ -67,6 +89,16 @@ export interface GuestOptions {
   signal?: AbortSignal;
   /** The QEMU to run; default `qemu-system-x86_64` on PATH (QEMU 10), or e.g. `kit.qemu72`. */
   qemu?: QemuBinary;
+  /**
+   * The guest's architecture; default x86_64. aarch64 boots `-M virt` with
+   * the kit of `scripts/build_guest_kit_aarch64.sh` and busybox only (no `tools`).
+   */
+  arch?: GuestArch;
+  /**
+   * aarch64 only: devicetree source appended to QEMU's own devicetree for
+   * this machine (e.g. a `/firmware` node), compiled with dtc.
+   */
+  devicetree?: string;
 }
 
 /** Why the guest run ended. */
@@ -125,6 +157,7 @@ export interface Guest extends AsyncDisposable {
 }
 
 let kitPromise: Promise<GuestKit> | undefined;
+let aarch64KitPromise: Promise<KitFiles> | undefined;
 
 /**
  * Makes sure QEMU and the host tools are installed and the guest kit is built,
@@ -139,8 +172,50 @@ export function ensureGuestKit(): Promise<GuestKit> {
   return kitPromise;
 }
 
+/**
+ * Makes sure qemu-system-aarch64, dtc and the aarch64 guest kit are there,
+ * running `scripts/build_guest_kit_aarch64.sh` only when needed (root then).
+ * Memoized per process.
+ */
+export function ensureAarch64Kit(): Promise<KitFiles> {
+  aarch64KitPromise ??= buildAarch64Kit().catch((error) => {
+    aarch64KitPromise = undefined;
+    throw error;
+  });
+  return aarch64KitPromise;
+}
+
+async function buildAarch64Kit(): Promise<KitFiles> {
+  const kitDir = Deno.env.get("VHOST_GUEST_KIT_AARCH64") ?? DEFAULT_AARCH64_KIT;
+  const hostTools = ["qemu-system-aarch64", "dtc", "cpio", "gzip", "xz"];
+  if (!exists(`${kitDir}/.stamp-all`) || hostTools.some((t) => findOnPath(t) === undefined)) {
+    await runScript("build_guest_kit_aarch64.sh");
+  }
+  const kernelVersion = (await Deno.readTextFile(`${kitDir}/kernel-version`)).trim();
+  const modulesDir = `${kitDir}/lib/modules/${kernelVersion}`;
+  return {
+    arch: "aarch64",
+    dir: kitDir,
+    kernel: `${kitDir}/vmlinuz`,
+    kernelVersion,
+    modulesDir,
+    extraModulesDir: `${modulesDir}/extra`,
+    busybox: `${kitDir}/busybox`,
+    busyboxList: `${kitDir}/busybox.list`,
+  };
+}
+
 async function buildKit(): Promise<GuestKit> {
-  const hostTools = ["qemu-system-x86_64", "cpio", "gzip", "xz", "depmod", "aplay", "pipewire"];
+  const hostTools = [
+    "qemu-system-x86_64",
+    "cpio",
+    "gzip",
+    "xz",
+    "depmod",
+    "i2cdetect",
+    "aplay",
+    "pipewire",
+  ];
   if (hostTools.some((tool) => findOnPath(tool) === undefined)) {
     await runScript("install_qemu.sh");
   }
@@ -151,12 +226,14 @@ async function buildKit(): Promise<GuestKit> {
   const kernelVersion = (await Deno.readTextFile(`${kitDir}/kernel-version`)).trim();
   const modulesDir = `${kitDir}/lib/modules/${kernelVersion}`;
   return {
+    arch: "x86_64",
     dir: kitDir,
     kernel: `${kitDir}/vmlinuz`,
     kernelVersion,
     modulesDir,
     extraModulesDir: `${modulesDir}/extra`,
     busybox: `${kitDir}/busybox`,
+    busyboxList: null,
     qemu72: {
       path: `${kitDir}/qemu-7.2/usr/bin/qemu-system-x86_64`,
       // Its accelerator modules, not QEMU 10's in the system module directory.
@@ -194,27 +271,27 @@ export async function bootGuest(options: GuestOptions): Promise<GuestResult> {
  * Disposing the handle kills QEMU if still running and waits for it.
  */
 export async function startGuest(options: GuestOptions): Promise<Guest> {
-  const kit = await ensureGuestKit();
+  const kit = options.arch === "aarch64" ? await ensureAarch64Kit() : await ensureGuestKit();
   const built = performance.now();
   const tmp = await Deno.makeTempDir({ prefix: "guest-" });
   try {
     const initrd = `${tmp}/initrd.cpio.gz`;
     await writeInitramfs(kit, options, tmp, initrd);
+    const dtb = kit.arch === "aarch64" ? await devicetreeBlob(kit, options) : null;
     const initramfsMs = performance.now() - built;
-    return spawnQemu(kit, options, initrd, initramfsMs, tmp);
+    return spawnQemu(kit, options, { initrd, dtb, initramfsMs, tmp });
   } catch (error) {
     await Deno.remove(tmp, { recursive: true });
     throw error;
   }
 }
 
-function qemuArgs(kit: GuestKit, options: GuestOptions, initrd: string): string[] {
-  const memory = options.memoryMiB ?? 256;
-  const append = ["console=ttyS0", "quiet", "panic=-1", ...(options.kernelArgs ?? [])];
+/** The machine part of QEMU's command line: the same for the devicetree dump and the boot. */
+function machineArgs(kit: KitFiles, options: GuestOptions): string[] {
+  const memory = options.memoryMiB ?? (options.deno ? 1024 : 256);
   return [
-    ...(options.qemu?.args ?? []),
     "-machine",
-    "q35,accel=tcg,memory-backend=mem",
+    `${kit.arch === "aarch64" ? "virt" : "q35"},accel=tcg,memory-backend=mem`,
     "-cpu",
     "max",
     "-smp",
@@ -223,6 +300,83 @@ function qemuArgs(kit: GuestKit, options: GuestOptions, initrd: string): string[
     `${memory}M`,
     "-object",
     `memory-backend-memfd,id=mem,size=${memory}M,share=on`,
+  ];
+}
+
+function qemuBinary(kit: KitFiles, options: GuestOptions): string {
+  return options.qemu?.path ??
+    (kit.arch === "aarch64" ? "qemu-system-aarch64" : "qemu-system-x86_64");
+}
+
+/**
+ * QEMU's own devicetree for this machine with `options.devicetree`
+ * appended, cached in the kit. A dtc round trip: the raw `dumpdtb` output
+ * passed to `-dtb` hangs the guest.
+ */
+async function devicetreeBlob(kit: KitFiles, options: GuestOptions): Promise<string> {
+  const machine = machineArgs(kit, options);
+  const key = [qemuBinary(kit, options), ...machine, options.devicetree ?? ""].join("\n");
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key));
+  const hash = Array.from(
+    new Uint8Array(digest).slice(0, 8),
+    (b) => b.toString(16).padStart(2, "0"),
+  )
+    .join("");
+  const dir = `${kit.dir}/dtb`;
+  const path = `${dir}/virt-${hash}.dtb`;
+  if (exists(path)) return path;
+  await Deno.mkdir(dir, { recursive: true });
+  const work = await Deno.makeTempDir({ dir, prefix: ".dtb-" });
+  try {
+    const [head, ...rest] = machine;
+    await runTool(qemuBinary(kit, options), [
+      head,
+      `${rest[0]},dumpdtb=${work}/qemu.dtb`,
+      ...rest.slice(1),
+      "-nographic",
+      "-nodefaults",
+    ]);
+    const source = await runTool("dtc", ["-q", "-I", "dtb", "-O", "dts", `${work}/qemu.dtb`]);
+    await Deno.writeTextFile(`${work}/guest.dts`, `${source}\n${options.devicetree ?? ""}\n`);
+    await runTool("dtc", [
+      "-q",
+      "-I",
+      "dts",
+      "-O",
+      "dtb",
+      "-o",
+      `${work}/guest.dtb`,
+      `${work}/guest.dts`,
+    ]);
+    await Deno.rename(`${work}/guest.dtb`, path);
+  } finally {
+    await Deno.remove(work, { recursive: true });
+  }
+  return path;
+}
+
+async function runTool(tool: string, args: string[]): Promise<string> {
+  const { success, stdout, stderr } = await new Deno.Command(tool, { args, stdin: "null" })
+    .output();
+  if (!success) {
+    throw new Error(`${tool} ${args.join(" ")} failed: ${new TextDecoder().decode(stderr)}`);
+  }
+  return new TextDecoder().decode(stdout);
+}
+
+function qemuArgs(
+  kit: KitFiles,
+  options: GuestOptions,
+  boot: { initrd: string; dtb: string | null },
+): string[] {
+  const console = kit.arch === "aarch64" ? "console=ttyAMA0" : "console=ttyS0";
+  // no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer
+  // check can fail and panic the boot ("IO-APIC + timer doesn't work").
+  const append = [console, "quiet", "panic=-1", "no_timer_check", ...(options.kernelArgs ?? [])];
+  return [
+    ...(options.qemu?.args ?? []),
+    ...machineArgs(kit, options),
+    ...(boot.dtb ? ["-dtb", boot.dtb] : []),
     "-nodefaults",
     "-no-user-config",
     "-display",
@@ -233,7 +387,7 @@ function qemuArgs(kit: GuestKit, options: GuestOptions, initrd: string): string[
     "-kernel",
     kit.kernel,
     "-initrd",
-    initrd,
+    boot.initrd,
     "-append",
     append.join(" "),
     ...(options.qemuArgs ?? []),
@@ -241,16 +395,15 @@ function qemuArgs(kit: GuestKit, options: GuestOptions, initrd: string): string[
 }
 
 function spawnQemu(
-  kit: GuestKit,
+  kit: KitFiles,
   options: GuestOptions,
-  initrd: string,
-  initramfsMs: number,
-  tmp: string,
+  run: { initrd: string; dtb: string | null; initramfsMs: number; tmp: string },
 ): Guest {
+  const { initramfsMs, tmp } = run;
   const started = performance.now();
-  const child = new Deno.Command(options.qemu?.path ?? "qemu-system-x86_64", {
+  const child = new Deno.Command(qemuBinary(kit, options), {
     env: options.qemu?.env,
-    args: qemuArgs(kit, options, initrd),
+    args: qemuArgs(kit, options, run),
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -425,6 +578,7 @@ export function assertGuestSucceeded(result: GuestResult): void {
 // script, so a test never runs against a half-loaded driver stack.
 const INIT = `#!/bin/sh
 export PATH=${GUEST_PATH}
+export DENO_DIR=/var/deno DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -454,7 +608,7 @@ poweroff -f
 `;
 
 async function writeInitramfs(
-  kit: GuestKit,
+  kit: KitFiles,
   options: GuestOptions,
   tmp: string,
   initrd: string,
@@ -465,7 +619,7 @@ async function writeInitramfs(
     await cachedPart(
       cacheDir,
       "base",
-      [INIT, await fileStamp(kit.busybox)],
+      [INIT, kit.arch, await fileStamp(kit.busybox)],
       (dir) => stageBase(kit, dir),
     ),
   ];
@@ -481,9 +635,27 @@ async function writeInitramfs(
     );
   }
   if (options.tools?.length) {
+    if (kit.arch !== "x86_64") throw new Error(`host tools cannot run in an ${kit.arch} guest`);
     const files = await resolveTools(options.tools);
     const stamps = await Promise.all(files.map(async (file) => `${file} ${await fileStamp(file)}`));
     parts.push(await cachedPart(cacheDir, "tools", stamps, (dir) => stageFiles(files, dir)));
+  }
+  if (options.deno) {
+    if (kit.arch !== "x86_64") {
+      throw new Error(`the host's deno cannot run in an ${kit.arch} guest`);
+    }
+    const deno = await resolveTools([Deno.execPath()]);
+    const stamps = await Promise.all(deno.map(async (file) => `${file} ${await fileStamp(file)}`));
+    parts.push(
+      await cachedPart(cacheDir, "deno", stamps, async (dir) => {
+        await stageFiles(deno, dir);
+        await Deno.mkdir(`${dir}/usr/local/bin`, { recursive: true });
+        await Deno.symlink(Deno.execPath(), `${dir}/usr/local/bin/deno`);
+      }),
+    );
+    parts.push(`${tmp}/project.cpio.gz`);
+    await stageProject(`${tmp}/project`);
+    await packCpio(`${tmp}/project`, parts.at(-1)!);
   }
   const scriptDir = `${tmp}/script`;
   await Deno.mkdir(scriptDir);
@@ -528,7 +700,7 @@ async function cachedPart(
   return path;
 }
 
-async function stageBase(kit: GuestKit, root: string): Promise<void> {
+async function stageBase(kit: KitFiles, root: string): Promise<void> {
   for (const dir of ["bin", "dev", "etc", "proc", "sys", "tmp", "run", "root"]) {
     await Deno.mkdir(`${root}/${dir}`, { recursive: true });
   }
@@ -536,8 +708,12 @@ async function stageBase(kit: GuestKit, root: string): Promise<void> {
   await Deno.chmod(`${root}/bin/busybox`, 0o755);
   // Applet links made here rather than with `busybox --install` at boot, so
   // tools in later archives replace them.
-  const list = await new Deno.Command(kit.busybox, { args: ["--list-full"] }).output();
-  for (const applet of new TextDecoder().decode(list.stdout).split("\n").filter(Boolean)) {
+  const applets = kit.busyboxList
+    ? await Deno.readTextFile(kit.busyboxList)
+    : new TextDecoder().decode(
+      (await new Deno.Command(kit.busybox, { args: ["--list-full"] }).output()).stdout,
+    );
+  for (const applet of applets.split("\n").filter(Boolean)) {
     const link = `${root}/${applet}`;
     await Deno.mkdir(dirname(link), { recursive: true });
     if (!exists(link)) await Deno.symlink("/bin/busybox", link);
@@ -545,7 +721,7 @@ async function stageBase(kit: GuestKit, root: string): Promise<void> {
   await Deno.writeTextFile(`${root}/init`, INIT, { mode: 0o755 });
 }
 
-async function stageModules(kit: GuestKit, modules: string[], root: string): Promise<void> {
+async function stageModules(kit: KitFiles, modules: string[], root: string): Promise<void> {
   const load: string[] = [];
   for (const path of modules) {
     const target = `/lib/modules/${kit.kernelVersion}/${path.replace(/\.(xz|zst|gz)$/, "")}`;
@@ -580,6 +756,49 @@ async function stageFiles(files: string[], root: string): Promise<void> {
   }
 }
 
+/**
+ * This project's files, as git lists them (untracked ones too), under
+ * `root/project`, and the npm packages of its `deno.json` under the guest's
+ * `DENO_DIR` (`/var/deno`).
+ */
+async function stageProject(root: string): Promise<void> {
+  const install = await new Deno.Command(Deno.execPath(), {
+    args: ["install", "--quiet"],
+    cwd: PROJECT_DIR,
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!install.success) {
+    throw new Error(`deno install failed: ${new TextDecoder().decode(install.stderr)}`);
+  }
+  await Deno.mkdir(`${root}/var/deno`, { recursive: true });
+  const copy = await new Deno.Command("cp", {
+    args: ["-a", `${await denoDir()}/npm`, `${root}/var/deno/`],
+    stderr: "piped",
+  }).output();
+  if (!copy.success) {
+    throw new Error(`copying the npm cache failed: ${new TextDecoder().decode(copy.stderr)}`);
+  }
+  const { success, stdout, stderr } = await new Deno.Command("git", {
+    args: ["-C", PROJECT_DIR, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+    stderr: "piped",
+  }).output();
+  if (!success) throw new Error(`git ls-files failed: ${new TextDecoder().decode(stderr)}`);
+  for (const file of new TextDecoder().decode(stdout).split("\0").filter(Boolean)) {
+    // A deleted file that git still tracks has nothing to copy.
+    if (!exists(PROJECT_DIR + file)) continue;
+    await Deno.mkdir(dirname(`${root}/project/${file}`), { recursive: true });
+    await Deno.copyFile(PROJECT_DIR + file, `${root}/project/${file}`);
+  }
+}
+
+/** The host's `DENO_DIR`, as `deno info` reports it. */
+async function denoDir(): Promise<string> {
+  const { stdout } = await new Deno.Command(Deno.execPath(), { args: ["info", "--json"] })
+    .output();
+  return JSON.parse(new TextDecoder().decode(stdout)).denoDir;
+}
+
 async function packCpio(dir: string, out: string): Promise<void> {
   const { success, stderr } = await new Deno.Command("sh", {
     args: [
@@ -604,7 +823,7 @@ function moduleName(path: string): string {
  * Module paths (relative to modulesDir) in load order: dependencies first,
  * built-in modules left out.
  */
-function resolveModules(kit: GuestKit, names: string[]): string[] {
+function resolveModules(kit: KitFiles, names: string[]): string[] {
   if (names.length === 0) return [];
   const deps = new Map<string, { path: string; deps: string[] }>();
   for (const line of Deno.readTextFileSync(`${kit.modulesDir}/modules.dep`).split("\n")) {

@@ -92,3 +92,34 @@ Deno.test("guest: a test can kill QEMU mid-run; timeouts kill it too", async () 
     timedOut,
   );
 });
+
+Deno.test("guest: deno and the project run inside the guest (echo integration tests there)", async () => {
+  // The rig for testing real host-side layers against the guest kernel's devices.
+  const result = await bootGuest({
+    deno: true,
+    script: `
+      cd /project || exit 1
+      echo "@@RESULT version $(deno --version | head -n 1)"
+      # An npm import (vsock's yaml) resolves from the copied cache.
+      echo "@@RESULT vsock $(deno run --allow-all devices/vsock/main.ts --help | head -n 1)"
+      # Two of the echo tests: the daemon and the front-end share the guest's kernel.
+      deno test --allow-all --no-check --filter "/^echo: (negotiation|the daemon serves a new)/" \\
+        tests/integration/echo_test.ts > /tmp/out 2>&1
+      rc=$?
+      tail -n 5 /tmp/out
+      echo "@@RESULT summary $(grep -E '^(ok|FAILED) \\|' /tmp/out)"
+      exit $rc
+    `,
+  });
+  assertGuestSucceeded(result);
+  check(
+    result.results.vsock?.startsWith("A virtio-vsock device") ?? false,
+    `vsock --help in the guest printed "${result.results.vsock}"`,
+    result,
+  );
+  check(
+    /^ok \| \d+ passed \| 0 failed/.test(result.results.summary ?? ""),
+    `deno test in the guest: ${result.results.summary}`,
+    result,
+  );
+});

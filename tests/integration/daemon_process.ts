@@ -18,6 +18,10 @@ export interface DaemonOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** A directory the daemon owns (its sockets'): removed recursively on {@link DaemonProcess.stop}. */
   readonly tempDir?: string;
+  /** How long the daemon may take to listen, in ms. Default 20 000 (more inside a slow guest). */
+  readonly startTimeoutMs?: number;
+  /** Flags for `deno run` before the entry module (e.g. `--v8-flags=…`), for benchmarks. */
+  readonly denoFlags?: readonly string[];
 }
 
 /** Options of {@link DaemonProcess.waitForLog}. */
@@ -57,10 +61,10 @@ export class DaemonProcess implements AsyncDisposable {
   /**
    * Spawns `deno run --allow-all <entry> <args>` with stderr captured and
    * waits until every path in `waitFor` exists (the daemon listens). Throws,
-   * with the log, if the daemon exits first or takes over 20 s.
+   * with the log, if the daemon exits first or takes over `startTimeoutMs`.
    */
   static async start(entry: string, options: DaemonOptions): Promise<DaemonProcess> {
-    const command = ["run", "--allow-all", entry, ...options.args];
+    const command = ["run", "--allow-all", ...(options.denoFlags ?? []), entry, ...options.args];
     const pinned = options.cpu !== undefined;
     const child = new Deno.Command(pinned ? "taskset" : Deno.execPath(), {
       args: pinned ? ["-c", String(options.cpu), Deno.execPath(), ...command] : command,
@@ -70,7 +74,7 @@ export class DaemonProcess implements AsyncDisposable {
       stderr: "piped",
     }).spawn();
     const daemon = new DaemonProcess(child, options.tempDir);
-    const deadline = Date.now() + 20_000;
+    const deadline = Date.now() + (options.startTimeoutMs ?? 20_000);
     for (const path of options.waitFor ?? []) {
       while (!exists(path)) {
         if (!daemon.running || Date.now() > deadline) {

@@ -1,0 +1,218 @@
+/**
+ * Benchmark (not a test): memory per guest. Prints RSS, PSS and USS
+ * (`/proc/<pid>/smaps_rollup`: USS = Private_Clean + Private_Dirty) of
+ *
+ * - a bare `deno run` that only opens libc (the runtime's own cost),
+ * - vhost-device-rng idle, serving 1 guest, and serving 8 (`-c 8`),
+ * - vhost-device-vsock idle with 1 VM, serving 1 guest, and with 8 VMs
+ *   serving 8,
+ * - the rng daemon before and after `--cycles` connect/disconnect cycles,
+ *
+ * once per `--v8-flags` variant given (default: none, and the variants this
+ * project tried). The guests are the TypeScript front-end with memfd guest
+ * memory, as QEMU would share it; each makes a few requests so the daemon's
+ * serving code has run. Guest memory the daemon maps is shared with the
+ * front-end, so it shows in RSS and PSS, never in USS.
+ *
+ * Run: deno task bench:memory [--cycles 1000] [--variants "|--max-semi-space-size=1"]
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { bit } from "../core/protocol/constants.ts";
+import { VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX } from "../core/virtio/features.ts";
+import { DriverMemory, DriverQueue, VhostUserFrontend } from "../tests/frontend/mod.ts";
+import { DaemonProcess } from "../tests/integration/daemon_process.ts";
+import { BenchGuest, GuestStream } from "./bench/vsock_guest.ts";
+import { VIRTIO_VSOCK_OP_REQUEST } from "../devices/vsock/packet.ts";
+
+const RNG = new URL("../devices/rng/main.ts", import.meta.url).pathname;
+const VSOCK = new URL("../devices/vsock/main.ts", import.meta.url).pathname;
+const BARE = new URL("./bench/bare_runtime.ts", import.meta.url).pathname;
+const SETTLE_MS = 1500;
+
+/** Memory of one process in KiB. */
+export interface Footprint {
+  /** Resident set. */
+  readonly rss: number;
+  /** Proportional set: shared pages divided among their users. */
+  readonly pss: number;
+  /** Unique set: pages only this process maps. */
+  readonly uss: number;
+}
+
+/** Reads `/proc/<pid>/smaps_rollup`. */
+export function footprint(pid: number): Footprint {
+  const text = Deno.readTextFileSync(`/proc/${pid}/smaps_rollup`);
+  const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(text)?.[1]);
+  return {
+    rss: field("Rss"),
+    pss: field("Pss"),
+    uss: field("Private_Clean") + field("Private_Dirty"),
+  };
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** An rng guest: one queue; `requests` 64-byte reads answered. */
+async function rngGuest(socket: string, requests: number): Promise<() => void> {
+  const frontend = await VhostUserFrontend.connect(socket);
+  const memory = new DriverMemory({ size: 4 << 20 });
+  const queue = new DriverQueue(memory, { size: 256, eventIdx: true });
+  const init = frontend.init();
+  frontend.start({
+    memory,
+    queues: [queue],
+    features: init.features & (bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_EVENT_IDX)),
+  });
+  let done = 0;
+  const deadline = performance.now() + 10_000;
+  while (done < requests) {
+    while (queue.inFlight < 16 && done + queue.inFlight < requests) {
+      queue.add({ readable: [], writable: [64] });
+    }
+    queue.publish();
+    if (queue.needsKick()) frontend.kick(0);
+    frontend.waitForCall(0, 100);
+    done += queue.takeUsed().length;
+    if (performance.now() > deadline) throw new Error("the rng daemon stopped answering");
+  }
+  return () => {
+    frontend.stop();
+    frontend.close();
+    memory.close();
+  };
+}
+
+/** A vsock guest that asks for one host port nobody listens on (the daemon answers RST). */
+async function vsockGuest(socket: string): Promise<() => void> {
+  const guest = await BenchGuest.attach(socket);
+  const stream = new GuestStream(1234, 1);
+  guest.queue(stream.header(VIRTIO_VSOCK_OP_REQUEST));
+  guest.flush();
+  const deadline = performance.now() + 10_000;
+  while (guest.receive(100).length === 0) {
+    if (performance.now() > deadline) throw new Error("the vsock daemon did not answer");
+  }
+  return () => guest.close();
+}
+
+async function measure(daemon: DaemonProcess): Promise<Footprint> {
+  await delay(SETTLE_MS);
+  return footprint(daemon.pid);
+}
+
+type Rows = [string, Footprint][];
+
+async function rngRows(dir: string, denoFlags: string[], cycles: number): Promise<Rows> {
+  const rows: Rows = [];
+  const prefix = `${dir}/rng.sock`;
+  const daemon = await DaemonProcess.start(RNG, {
+    args: ["-s", prefix, "-c", "8", "--log-level", "warn"],
+    waitFor: Array.from({ length: 8 }, (_, i) => `${prefix}${i}`),
+    denoFlags,
+  });
+  try {
+    rows.push(["rng -c 8, idle (no guest yet)", await measure(daemon)]);
+    const first = await rngGuest(`${prefix}0`, 200);
+    rows.push(["rng, serving 1 guest", await measure(daemon)]);
+    const others = [];
+    for (let i = 1; i < 8; i++) others.push(await rngGuest(`${prefix}${i}`, 200));
+    rows.push(["rng, serving 8 guests", await measure(daemon)]);
+    for (const close of [first, ...others]) close();
+    if (cycles > 0) {
+      const cycle = async () => (await rngGuest(`${prefix}0`, 4))();
+      for (let i = 0; i < 50; i++) await cycle();
+      rows.push([`rng, after 50 connect/disconnect cycles`, await measure(daemon)]);
+      // Twice half the cycles: a leak grows both times, a heap settling only once.
+      for (const half of [1, 2]) {
+        for (let i = 0; i < cycles / 2; i++) await cycle();
+        rows.push([`rng, after ${(cycles / 2) * half} more cycles`, await measure(daemon)]);
+      }
+    }
+  } finally {
+    await daemon.stop();
+  }
+  return rows;
+}
+
+async function vsockRows(dir: string, denoFlags: string[]): Promise<Rows> {
+  const rows: Rows = [];
+  const vm = (i: number) => `${dir}/vsock${i}.sock`;
+  const vms = Array.from(
+    { length: 8 },
+    (_, i) => ["--vm", `guest-cid=${3 + i},socket=${vm(i)},uds-path=${dir}/vm${i}.vsock`],
+  ).flat();
+  const single = await DaemonProcess.start(VSOCK, {
+    args: [
+      "--vm",
+      `guest-cid=3,socket=${dir}/one.sock,uds-path=${dir}/one.vsock`,
+      "--log-level",
+      "warn",
+    ],
+    waitFor: [`${dir}/one.sock`],
+    denoFlags,
+  });
+  try {
+    rows.push(["vsock, 1 VM, idle", await measure(single)]);
+    const close = await vsockGuest(`${dir}/one.sock`);
+    rows.push(["vsock, 1 VM, serving its guest", await measure(single)]);
+    close();
+  } finally {
+    await single.stop();
+  }
+  const eight = await DaemonProcess.start(VSOCK, {
+    args: [...vms, "--log-level", "warn"],
+    waitFor: Array.from({ length: 8 }, (_, i) => vm(i)),
+    denoFlags,
+  });
+  try {
+    rows.push(["vsock, 8 VMs, idle", await measure(eight)]);
+    const closes = [];
+    for (let i = 0; i < 8; i++) closes.push(await vsockGuest(vm(i)));
+    rows.push(["vsock, 8 VMs, serving 8 guests", await measure(eight)]);
+    for (const close of closes) close();
+  } finally {
+    await eight.stop();
+  }
+  return rows;
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      cycles: { type: "string", default: "1000" },
+      variants: { type: "string", default: "" },
+    },
+  });
+  const dir = Deno.makeTempDirSync({ prefix: "memory-bench-" });
+  try {
+    for (const variant of values.variants.split("|")) {
+      const denoFlags = variant ? [`--v8-flags=${variant}`] : [];
+      const bare = await DaemonProcess.start(BARE, { args: [], denoFlags });
+      let bareRow: Footprint;
+      try {
+        bareRow = await measure(bare);
+      } finally {
+        await bare.stop();
+      }
+      const rows: Rows = [
+        ["bare `deno run` (opens libc only)", bareRow],
+        ...await rngRows(dir, denoFlags, Number(values.cycles)),
+        ...await vsockRows(dir, denoFlags),
+      ];
+      console.log(`\nV8 flags: ${variant || "(none)"}\n`);
+      console.log("| process | RSS KiB | PSS KiB | USS KiB | USS above bare |");
+      console.log("| ------- | ------- | ------- | ------- | -------------- |");
+      for (const [name, f] of rows) {
+        console.log(`| ${name} | ${f.rss} | ${f.pss} | ${f.uss} | ${f.uss - bareRow.uss} |`);
+      }
+    }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+}

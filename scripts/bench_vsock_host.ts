@@ -1,0 +1,347 @@
+/**
+ * Benchmark (not a test): vhost-device-vsock without a VM. The TypeScript
+ * front-end plays the guest at memory speed (`scripts/bench/vsock_guest.ts`)
+ * and a small C program (`scripts/bench/unix_peer.c`) the host program on
+ * the hybrid Unix socket. Measured: guest→host and host→guest throughput
+ * with 64 B, 4 KiB and 64 KiB writes, and connections set up per second;
+ * the daemon's CPU time per GiB moved. The floor, in the same run: the same
+ * C program at both ends of a plain AF_UNIX stream socket, the same bytes in
+ * the same writes. Runs alternate (floor, ours) and medians are reported.
+ *
+ * Run: deno task bench:vsock-host [--runs 3] [--mib 64] [--connects 2000]
+ *      [--poll-us N] (the daemon's poll cap; default: the daemon's default)
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { DaemonProcess } from "../tests/integration/daemon_process.ts";
+import { cpuSeconds } from "./bench/cpu.ts";
+import { BenchGuest, GUEST_BUF_ALLOC, GuestStream } from "./bench/vsock_guest.ts";
+import {
+  VIRTIO_VSOCK_OP_CREDIT_UPDATE,
+  VIRTIO_VSOCK_OP_REQUEST,
+  VIRTIO_VSOCK_OP_RESPONSE,
+  VIRTIO_VSOCK_OP_RST,
+  VIRTIO_VSOCK_OP_RW,
+  VIRTIO_VSOCK_OP_SHUTDOWN,
+} from "../devices/vsock/packet.ts";
+
+const MAIN = new URL("../devices/vsock/main.ts", import.meta.url).pathname;
+const PEER_SOURCE = new URL("./bench/unix_peer.c", import.meta.url).pathname;
+const MIB = 1 << 20;
+const GUEST_PORT = 5000;
+const HOST_PORT = 6000;
+const TIMEOUT_MS = 120_000;
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+async function buildPeer(dir: string): Promise<string> {
+  const binary = `${dir}/unix_peer`;
+  const out = await new Deno.Command("cc", { args: ["-O2", "-o", binary, PEER_SOURCE] }).output();
+  if (!out.success) throw new Error(`cc failed: ${new TextDecoder().decode(out.stderr)}`);
+  return binary;
+}
+
+/** A running peer; `ready` resolves once a listening peer prints "listening". */
+function spawnPeer(
+  binary: string,
+  args: string[],
+): { child: Deno.ChildProcess; ready: Promise<void>; output: Promise<string> } {
+  const child = new Deno.Command(binary, { args, stdout: "piped", stderr: "piped" }).spawn();
+  let text = "";
+  let markReady: () => void = () => {};
+  const ready = new Promise<void>((resolve) => markReady = resolve);
+  const output = (async () => {
+    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+      text += chunk;
+      if (text.includes("listening\n")) markReady();
+    }
+    const status = await child.status;
+    const stderr = new TextDecoder().decode(await new Response(child.stderr).arrayBuffer());
+    if (!status.success) throw new Error(`unix_peer ${args.join(" ")} failed: ${stderr}`);
+    markReady();
+    return text.replace("listening\n", "").trim();
+  })();
+  return { child, ready, output };
+}
+
+/** Floor: C source → C sink over a plain AF_UNIX stream; MB/s. */
+async function floorStream(
+  peer: string,
+  dir: string,
+  options: { bytes: number; chunk: number },
+): Promise<number> {
+  const path = `${dir}/floor.sock`;
+  const sink = spawnPeer(peer, ["sink", path, String(options.bytes)]);
+  await sink.ready;
+  const source = spawnPeer(peer, ["source", path, String(options.bytes), String(options.chunk)]);
+  const seconds = Number(await sink.output);
+  await source.output;
+  return options.bytes / seconds / 1e6;
+}
+
+/** Floor: connections set up and closed per second over a plain AF_UNIX socket. */
+async function floorConnects(peer: string, dir: string, count: number): Promise<number> {
+  const path = `${dir}/floor.sock`;
+  const acceptor = spawnPeer(peer, ["accepts", path, String(count)]);
+  await acceptor.ready;
+  const seconds = Number(await spawnPeer(peer, ["connects", path, String(count)]).output);
+  await acceptor.output;
+  return count / seconds;
+}
+
+interface Ours {
+  /** MB/s (or connections/s). */
+  rate: number;
+  /** Daemon CPU seconds over the measurement. */
+  cpu: number;
+}
+
+/** Guest → host: the guest connects to host port HOST_PORT and writes `bytes` in `chunk`-byte packets. */
+async function guestToHost(
+  context: {
+    peer: string;
+    uds: string;
+    daemon: DaemonProcess;
+    guest: BenchGuest;
+    localPort: number;
+  },
+  options: { bytes: number; chunk: number },
+): Promise<Ours> {
+  const { guest } = context;
+  const sink = spawnPeer(context.peer, [
+    "sink",
+    `${context.uds}_${HOST_PORT}`,
+    String(options.bytes),
+  ]);
+  await sink.ready;
+  const cpu0 = cpuSeconds(context.daemon.pid);
+  const stream = new GuestStream(context.localPort, HOST_PORT);
+  guest.queue(stream.header(VIRTIO_VSOCK_OP_REQUEST));
+  guest.flush();
+  const payload = new Uint8Array(options.chunk);
+  let connected = false;
+  let sent = 0;
+  const deadline = performance.now() + TIMEOUT_MS;
+  while (sent < options.bytes) {
+    if (performance.now() > deadline) throw new Error(`guest→host stalled at ${sent} bytes`);
+    for (const packet of guest.receive(0)) {
+      if (packet.header.dstPort !== stream.localPort) continue;
+      stream.update(packet.header);
+      if (packet.header.op === VIRTIO_VSOCK_OP_RESPONSE) connected = true;
+      if (packet.header.op === VIRTIO_VSOCK_OP_RST) {
+        throw new Error("the host refused the connection");
+      }
+    }
+    let queued = 0;
+    let room = guest.txRoom();
+    while (connected && sent < options.bytes && room >= 2) {
+      const length = Math.min(options.chunk, options.bytes - sent, stream.credit);
+      if (length <= 0) break;
+      guest.queue(
+        stream.header(VIRTIO_VSOCK_OP_RW, { len: length }),
+        length === payload.length ? payload : payload.subarray(0, length),
+      );
+      stream.sent(length);
+      sent += length;
+      room -= 2;
+      queued++;
+    }
+    if (queued > 0) guest.flush();
+    else guest.wait(50);
+  }
+  const seconds = Number(await sink.output);
+  const cpu = cpuSeconds(context.daemon.pid) - cpu0;
+  // The sink closed: the device tells us; answer with RST and move on.
+  guest.queue(stream.header(VIRTIO_VSOCK_OP_RST));
+  guest.flush();
+  return { rate: options.bytes / seconds / 1e6, cpu };
+}
+
+/** Host → guest: the C source connects to guest port GUEST_PORT and writes `bytes` in `chunk`-byte writes. */
+async function hostToGuest(
+  context: { peer: string; uds: string; daemon: DaemonProcess; guest: BenchGuest },
+  options: { bytes: number; chunk: number },
+): Promise<Ours> {
+  const { guest } = context;
+  const cpu0 = cpuSeconds(context.daemon.pid);
+  const source = spawnPeer(context.peer, [
+    "source",
+    context.uds,
+    String(options.bytes),
+    String(options.chunk),
+    String(GUEST_PORT),
+  ]);
+  let stream: GuestStream | null = null;
+  let got = 0;
+  let start = 0;
+  const deadline = performance.now() + TIMEOUT_MS;
+  while (got < options.bytes) {
+    if (performance.now() > deadline) throw new Error(`host→guest stalled at ${got} bytes`);
+    let credit = false;
+    for (const { header, length } of guest.receive(50)) {
+      if (header.op === VIRTIO_VSOCK_OP_REQUEST && header.dstPort === GUEST_PORT) {
+        stream = new GuestStream(GUEST_PORT, header.srcPort);
+        stream.update(header);
+        guest.queue(stream.header(VIRTIO_VSOCK_OP_RESPONSE));
+        continue;
+      }
+      if (!stream || header.srcPort !== stream.peerPort) continue;
+      stream.update(header);
+      if (header.op === VIRTIO_VSOCK_OP_RW) {
+        if (got === 0) start = performance.now();
+        got += length;
+        if (stream.consumed(length)) credit = true;
+      }
+    }
+    if (credit && stream) guest.queue(stream.header(VIRTIO_VSOCK_OP_CREDIT_UPDATE));
+    guest.flush();
+  }
+  const seconds = (performance.now() - start) / 1000;
+  const cpu = cpuSeconds(context.daemon.pid) - cpu0;
+  await source.output;
+  // The source closed: take the SHUTDOWN, answer RST.
+  const wait = performance.now() + 5000;
+  for (let done = false; !done && performance.now() < wait;) {
+    for (const { header } of guest.receive(50)) {
+      if (header.op === VIRTIO_VSOCK_OP_SHUTDOWN && stream && header.srcPort === stream.peerPort) {
+        guest.queue(stream.header(VIRTIO_VSOCK_OP_RST));
+        guest.flush();
+        done = true;
+      }
+    }
+  }
+  return { rate: options.bytes / seconds / 1e6, cpu };
+}
+
+/** Host-initiated connections set up per second: CONNECT, the guest's RESPONSE, OK, close, RST. */
+async function connects(
+  context: { peer: string; uds: string; daemon: DaemonProcess; guest: BenchGuest },
+  count: number,
+): Promise<Ours> {
+  const { guest } = context;
+  const cpu0 = cpuSeconds(context.daemon.pid);
+  const client = spawnPeer(context.peer, [
+    "connects",
+    context.uds,
+    String(count),
+    String(GUEST_PORT),
+  ]);
+  let accepted = 0;
+  let closed = 0;
+  const deadline = performance.now() + TIMEOUT_MS;
+  while (closed < count) {
+    if (performance.now() > deadline) {
+      throw new Error(`connections stalled at ${accepted}/${closed}`);
+    }
+    for (const { header } of guest.receive(50)) {
+      if (header.dstPort !== GUEST_PORT) continue;
+      const stream = new GuestStream(GUEST_PORT, header.srcPort);
+      if (header.op === VIRTIO_VSOCK_OP_REQUEST) {
+        guest.queue(stream.header(VIRTIO_VSOCK_OP_RESPONSE));
+        accepted++;
+      } else if (header.op === VIRTIO_VSOCK_OP_SHUTDOWN) {
+        guest.queue(stream.header(VIRTIO_VSOCK_OP_RST));
+        closed++;
+      } else if (header.op === VIRTIO_VSOCK_OP_RST) {
+        closed++;
+      }
+    }
+    guest.flush();
+  }
+  const seconds = Number(await client.output);
+  return { rate: count / seconds, cpu: cpuSeconds(context.daemon.pid) - cpu0 };
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      runs: { type: "string", default: "3" },
+      mib: { type: "string", default: "64" },
+      connects: { type: "string", default: "2000" },
+      "poll-us": { type: "string" },
+    },
+  });
+  const runs = Number(values.runs);
+  const connectCount = Number(values.connects);
+  const dir = Deno.makeTempDirSync({ prefix: "vsock-host-bench-" });
+  const peer = await buildPeer(dir);
+  const socket = `${dir}/vhost.sock`;
+  const uds = `${dir}/vm.vsock`;
+  const pollArgs = values["poll-us"] === undefined ? [] : ["--poll-us", values["poll-us"]];
+  const daemon = await DaemonProcess.start(MAIN, {
+    args: ["--socket", socket, "--uds-path", uds, "--log-level", "warn", ...pollArgs],
+    waitFor: [socket],
+  });
+  // 64-byte writes move fewer bytes in the same time.
+  const cases = [
+    { chunk: 64, bytes: Number(values.mib) * MIB / 16 },
+    { chunk: 4096, bytes: Number(values.mib) * MIB },
+    { chunk: 65536, bytes: Number(values.mib) * MIB * 2 },
+  ];
+  type Row = { floor: number[]; ours: number[]; cpuPerGiB: number[] };
+  const rows = new Map<string, Row>();
+  const row = (name: string): Row => {
+    let r = rows.get(name);
+    if (!r) rows.set(name, r = { floor: [], ours: [], cpuPerGiB: [] });
+    return r;
+  };
+  let localPort = 40000;
+  try {
+    for (let run = 0; run < runs; run++) {
+      const guest = await BenchGuest.attach(socket);
+      try {
+        const context = { peer, uds, daemon, guest };
+        for (const c of cases) {
+          const floor = await floorStream(peer, dir, c);
+          const g2h = await guestToHost({ ...context, localPort: localPort++ }, c);
+          const h2g = await hostToGuest(context, c);
+          const gib = c.bytes / (1 << 30);
+          for (const [name, ours] of [["guest → host", g2h], ["host → guest", h2g]] as const) {
+            const r = row(`${name}, ${c.chunk} B writes`);
+            r.floor.push(floor);
+            r.ours.push(ours.rate);
+            r.cpuPerGiB.push(ours.cpu / gib);
+          }
+        }
+        const floorRate = await floorConnects(peer, dir, connectCount);
+        const ours = await connects(context, connectCount);
+        const r = row("connections set up per second");
+        r.floor.push(floorRate);
+        r.ours.push(ours.rate);
+        r.cpuPerGiB.push(NaN);
+      } finally {
+        guest.close();
+      }
+      console.error(`run ${run + 1}/${runs} done`);
+    }
+    console.log(
+      `\nvhost-device-vsock without a VM (TypeScript guest at memory speed, C host peer), ` +
+        `daemon --poll-us ${values["poll-us"] ?? "default"}; median of ${runs} runs, ` +
+        `floor = the same C peer at both ends of an AF_UNIX stream, same run.` +
+        ` Guest rx buffers 4 KiB, guest buf_alloc ${GUEST_BUF_ALLOC / 1024} KiB.\n`,
+    );
+    console.log("| measurement | floor | ours | ours / floor | daemon CPU s per GiB |");
+    console.log("| ----------- | ----- | ---- | ------------ | -------------------- |");
+    for (const [name, r] of rows) {
+      const unit = name.startsWith("connections") ? "/s" : " MB/s";
+      const floor = median(r.floor);
+      const ours = median(r.ours);
+      const cpu = median(r.cpuPerGiB);
+      console.log(
+        `| ${name} | ${floor.toFixed(0)}${unit} | ${ours.toFixed(0)}${unit} | ${
+          (ours / floor).toFixed(2)
+        }x | ${Number.isNaN(cpu) ? "-" : cpu.toFixed(2)} |`,
+      );
+    }
+  } finally {
+    await daemon.stop();
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
