@@ -282,7 +282,7 @@ Deno.test("sound: tx messages — refused when malformed, paced at the stream ra
       assert.equal(layout.dataBytes, periods * PERIOD);
       const expected = new Uint8Array(periods * PERIOD);
       sent.forEach((s, i) => expected.set(s, i * PERIOD));
-      assert.deepEqual(wav.subarray(layout.dataOffset), expected);
+      assertSameBytes(wav.subarray(layout.dataOffset), expected, "the WAV file's audio");
     } finally {
       driver.close();
     }
@@ -328,7 +328,7 @@ Deno.test("sound: rx messages carry the --input file sample-exact, at the stream
         assert.equal(statusOf(u.data.subarray(PERIOD)), OK);
         captured.set(u.data.subarray(0, PERIOD), i * PERIOD);
       });
-      assert.deepEqual(captured.subarray(0, audio.length), audio);
+      assertSameBytes(captured.subarray(0, audio.length), audio, "the captured audio");
       assert.ok(captured.subarray(audio.length).every((b) => b === 0), "silence after the end");
       assert.equal(pcm(driver, STOP, 1), OK);
       assert.equal(pcm(driver, RELEASE, 1), OK);
@@ -389,6 +389,13 @@ Deno.test("sound: the event queue carries PCM_XRUN and PCM_PERIOD_ELAPSED when s
     }
   });
 });
+
+/** Compares byte arrays without assert's diff (slow for large arrays); names the first difference. */
+function assertSameBytes(actual: Uint8Array, expected: Uint8Array, what: string): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  const at = actual.findIndex((b, i) => b !== expected[i]);
+  assert.equal(at, -1, `${what}: first difference at byte ${at}`);
+}
 
 function u32sOf(bytes: Uint8Array): Uint32Array {
   return new Uint32Array(bytes.slice(0, 8).buffer);
