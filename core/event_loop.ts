@@ -211,8 +211,13 @@ export class EventLoop {
     }
   }
 
-  /** Closes the epoll set. Watched fds stay open: their owners close them. */
+  /**
+   * Closes the epoll set. Watched fds stay open: their owners close them,
+   * and may still call {@link unwatch} (nothing is watched any more).
+   */
   close(): void {
+    this.#handlers.clear();
+    this.#fdTokens.clear();
     this.#epoll.close();
     close(this.#wakeFd);
   }

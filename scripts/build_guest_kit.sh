@@ -46,7 +46,7 @@ mkdir -p "$kit"
 # Test files running in parallel may all ask for the kit at once.
 exec 9>"$kit/.lock"
 flock 9
-if done_step all && done_step qemu72; then
+if done_step all && done_step qemu72 && done_step gpiosim; then
   report
   exit 0
 fi
@@ -158,6 +158,46 @@ if ! done_step extra; then
     rm -rf "$scratch/headers" "$scratch/src"
   fi
   mark extra
+fi
+
+# For the gpio e2e tests: gpio-sim, a real kernel GPIO chip to run the daemon
+# against inside the guest (Debian builds neither it nor its irq_sim
+# dependency: both go into one module, irq_sim patched to use the exported
+# generic_handle_irq), and gpio-level-irq from tests/e2e/guest_modules, a
+# consumer of level-triggered GPIO interrupts (no userspace API asks for one).
+if ! done_step gpiosim || [[ ! -f $moddir/extra/gpio-sim.ko ]]; then
+  rm -rf "$scratch/headers" "$scratch/gpiosim"
+  for pkg in "linux-headers-$abi-amd64" "linux-headers-$abi-common" "linux-kbuild-$abi"; do
+    run dpkg-deb -x "$(deb_of "$pkg")" "$scratch/headers"
+  done
+  headers=$scratch/headers/usr/src/linux-headers-$kver
+  sed -i "s|/usr/src/|$scratch/headers/usr/src/|" "$headers/Makefile"
+  mkdir -p "$scratch/gpiosim/mod"
+  dpkg-deb --fsys-tarfile "$(deb_of linux-source-6.12)" |
+    tar -xO ./usr/src/linux-source-6.12.tar.xz |
+    tar -xJ -C "$scratch/gpiosim" linux-source-6.12/drivers/gpio/gpio-sim.c \
+      linux-source-6.12/kernel/irq/irq_sim.c ||
+    die "cannot extract gpio-sim.c and irq_sim.c from linux-source-6.12"
+  cp "$scratch/gpiosim/linux-source-6.12/drivers/gpio/gpio-sim.c" "$scratch/gpiosim/mod/gpio-sim-main.c"
+  sed 's/handle_simple_irq(irq_to_desc(irqnum));/generic_handle_irq(irqnum);/' \
+    "$scratch/gpiosim/linux-source-6.12/kernel/irq/irq_sim.c" >"$scratch/gpiosim/mod/irq_sim.c"
+  grep -q 'generic_handle_irq(irqnum);' "$scratch/gpiosim/mod/irq_sim.c" ||
+    die "irq_sim.c changed: the irq_to_desc patch no longer applies"
+  cp "$here/../tests/e2e/guest_modules/gpio-level-irq.c" "$scratch/gpiosim/mod/"
+  cat >"$scratch/gpiosim/mod/Kbuild" <<'KBUILD'
+obj-m := gpio-sim.o gpio-level-irq.o
+gpio-sim-y := gpio-sim-main.o irq_sim.o
+KBUILD
+  run make -C "$headers" M="$scratch/gpiosim/mod" CONFIG_DEBUG_INFO_BTF_MODULES= \
+    -j "$(nproc)" modules
+  mkdir -p "$moddir/extra"
+  for ko in gpio-sim gpio-level-irq; do
+    strip --strip-debug -o "$moddir/extra/$ko.ko" "$scratch/gpiosim/mod/$ko.ko"
+  done
+  rm -rf "$scratch/headers" "$scratch/gpiosim"
+  # modules.dep must list them (and gpio-sim's configfs dependency).
+  rm -f "$kit/.stamp-depmod"
+  mark gpiosim
 fi
 
 if ! done_step depmod; then

@@ -33,6 +33,8 @@ export const DEVICE_PERMISSIONS: Readonly<Record<string, readonly string[]>> = {
   i2c: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
   // Reads IIO sysfs files (any path given with -d iio,path=…) and removes its socket file.
   scmi: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
+  // libgpiod through Deno.dlopen; socket files (vhost-user and --sim-control).
+  gpio: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
   // Reads --input and writes --output WAV files; libasound/libpipewire are loaded through FFI.
   sound: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
 };

@@ -76,12 +76,14 @@ for pkg in "${host_packages[@]}"; do
 done
 major=$(qemu_major)
 need_qemu=$([[ ${major:-0} -ge 10 ]] && echo no || echo yes)
+need_gpiod=$(ldconfig -p | grep -q 'libgpiod\.so\.3 ' && gpioinfo --version 2>/dev/null |
+  grep -q 'v2\.' && echo no || echo yes)
 arm_major=$(command -v qemu-system-aarch64 >/dev/null &&
   qemu-system-aarch64 --version | sed -n 's/^QEMU emulator version \([0-9]*\).*/\1/p' || true)
 need_arm=$([[ ${arm_major:-0} -ge 10 ]] && echo no || echo yes)
 has_arm64=$(dpkg --print-foreign-architectures | grep -qx arm64 && echo yes || echo no)
-[[ $need_qemu == no && $need_arm == no && $has_arm64 == yes && ${#missing[@]} -eq 0 &&
-  -f $backports ]] && exit 0
+[[ $need_qemu == no && $need_arm == no && $has_arm64 == yes && $need_gpiod == no &&
+  ${#missing[@]} -eq 0 && -f $backports ]] && exit 0
 [[ $(id -u) -eq 0 ]] || die "must run as root to install QEMU and host tools"
 
 if [[ ! -f $backports ]]; then
@@ -105,6 +107,12 @@ if [[ $need_qemu == yes ]]; then
 fi
 if [[ $need_arm == yes ]]; then
   run apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-arm
+fi
+# vhost-device-gpio: libgpiod v2 (libgpiod.so.3) for real chips, and the v2
+# tools (gpiodetect, gpioset, gpiomon…) the gpio e2e test copies into the
+# guest. libgpiod3 replaces bookworm's libgpiod2 1.6 (Breaks/Replaces).
+if [[ $need_gpiod == yes ]]; then
+  run apt-get install -y --no-install-recommends -t bookworm-backports libgpiod3 gpiod
 fi
 major=$(qemu_major)
 [[ ${major:-0} -ge 10 ]] || die "qemu-system-x86_64 >= 10 not installed (found '${major:-none}')"

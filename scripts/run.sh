@@ -7,4 +7,6 @@ source scripts/setup.sh
 device=${1:?usage: scripts/run.sh <device> [flags…] (devices: $(ls devices | tr '\n' ' '))}
 shift
 [[ -f devices/$device/main.ts ]] || { echo "run.sh: no device '$device' (have: $(ls devices | tr '\n' ' '))" >&2; exit 2; }
+# vhost-device-gpio's real chips need libgpiod v2.
+[[ $device == gpio ]] && bash scripts/install_libgpiod.sh
 exec deno run --allow-all "devices/$device/main.ts" "$@"

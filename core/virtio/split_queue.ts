@@ -168,6 +168,26 @@ export class SplitQueue {
     return null;
   }
 
+  /**
+   * Parses the chain at `head` again without touching the available ring:
+   * for a chain a device took from this ring before it stopped and never
+   * returned, when the same ring resumes (the driver still counts it in
+   * flight, so its descriptors are unchanged). `null`, logged, if it no
+   * longer parses.
+   */
+  chainAt(head: number): DescriptorChain | null {
+    if (this.#broken || head >= this.size) return null;
+    try {
+      return this.#parse(head);
+    } catch (error) {
+      if (!(error instanceof InvalidChainError)) throw error;
+      this.#log.warn(
+        `queue ${this.index}: held chain at head ${head} no longer parses: ${error.message}`,
+      );
+      return null;
+    }
+  }
+
   /** Returns a chain to the driver with `length` bytes written (§2.7.8). Call {@link notify} after a batch. */
   addUsed(head: number, length: number): void {
     const slot = this.#nextUsed & (this.size - 1);

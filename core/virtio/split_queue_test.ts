@@ -340,3 +340,22 @@ Deno.test("a chain whose aliased descriptors add up past 4 GiB is refused", () =
   assert.equal(queue.next(), null);
   assert.match(lines[0], /chain of more than 4294967295 bytes/);
 });
+
+Deno.test("chainAt parses a held head again without touching the available ring", () => {
+  const r = rig();
+  r.desc(DESC, 2, { addr: 0x8000, len: 2, flags: NEXT, next: 3 });
+  r.desc(DESC, 3, { addr: 0x8100, len: 1, flags: WRITE });
+  r.offer(2);
+  const taken = r.queue.next();
+  assert.equal(taken?.head, 2);
+  const again = r.queue.chainAt(2);
+  assert.deepEqual(
+    [again?.head, again?.readableLength, again?.writableLength],
+    [2, 2, 1],
+  );
+  assert.equal(r.queue.nextAvail, 1, "the available ring is untouched");
+  assert.equal(r.queue.chainAt(8), null, "a head past the table");
+  r.desc(DESC, 4, { addr: 0xfff0_0000, len: 4 });
+  assert.equal(r.queue.chainAt(4), null, "a chain outside memory");
+  assert.ok(r.lines.some((l) => l.includes("held chain at head 4 no longer parses")));
+});

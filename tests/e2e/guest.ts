@@ -213,6 +213,7 @@ async function buildKit(): Promise<GuestKit> {
     "xz",
     "depmod",
     "i2cdetect",
+    "gpiomon",
     "aplay",
     "pipewire",
   ];
@@ -220,7 +221,8 @@ async function buildKit(): Promise<GuestKit> {
     await runScript("install_qemu.sh");
   }
   const kitDir = Deno.env.get("VHOST_GUEST_KIT") ?? DEFAULT_KIT;
-  if (!exists(`${kitDir}/.stamp-all`) || !exists(`${kitDir}/.stamp-qemu72`)) {
+  const stamps = ["all", "qemu72", "gpiosim"];
+  if (stamps.some((stamp) => !exists(`${kitDir}/.stamp-${stamp}`))) {
     await runScript("build_guest_kit.sh");
   }
   const kernelVersion = (await Deno.readTextFile(`${kitDir}/kernel-version`)).trim();
