@@ -24,6 +24,12 @@ host_packages+=(podman mmdebstrap runc)
 # The scsi tests copy sg3-utils, lsscsi, fio, e2fsprogs and util-linux
 # (blkdiscard) into the guest.
 host_packages+=(sg3-utils lsscsi fio e2fsprogs util-linux)
+# Sound: aplay/arecord and /usr/share/alsa are copied into the guest; the
+# daemon's alsa and pipewire back-ends load libasound2 and libpipewire-0.3-0,
+# and the PipeWire test runs a headless daemon (pipewire, pipewire-bin) with
+# WirePlumber on a private D-Bus (wireplumber, dbus) to link its streams, and
+# drives the alsa back-end through PipeWire's ALSA plugin (pipewire-alsa).
+host_packages+=(alsa-utils libasound2 libpipewire-0.3-0 pipewire pipewire-bin wireplumber dbus pipewire-alsa)
 backports=/etc/apt/sources.list.d/bookworm-backports.sources
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -58,8 +58,14 @@ export interface GuestOptions {
   script: string;
   /** Modules to load before the script, e.g. `["virtio_rng"]`; dependencies are added, built-ins skipped. */
   modules?: string[];
-  /** Host binaries (names on PATH or absolute paths) copied into the guest with their shared libraries. */
+  /**
+   * Host binaries (names on PATH or absolute paths) copied into the guest with
+   * their shared libraries; an absolute directory path is copied whole (e.g.
+   * `/usr/share/alsa`).
+   */
   tools?: string[];
+  /** Files for this run only, by absolute guest path (e.g. a test's audio). */
+  files?: Record<string, Uint8Array>;
   /** Extra QEMU arguments, e.g. a vhost-user chardev and device. */
   qemuArgs?: string[];
   /** Extra kernel command line arguments. */
@@ -200,7 +206,17 @@ async function buildAarch64Kit(): Promise<KitFiles> {
 }
 
 async function buildKit(): Promise<GuestKit> {
-  const hostTools = ["qemu-system-x86_64", "cpio", "gzip", "xz", "depmod", "i2cdetect", "gpiomon"];
+  const hostTools = [
+    "qemu-system-x86_64",
+    "cpio",
+    "gzip",
+    "xz",
+    "depmod",
+    "i2cdetect",
+    "gpiomon",
+    "aplay",
+    "pipewire",
+  ];
   if (hostTools.some((tool) => findOnPath(tool) === undefined)) {
     await runScript("install_qemu.sh");
   }
@@ -646,6 +662,10 @@ async function writeInitramfs(
   const scriptDir = `${tmp}/script`;
   await Deno.mkdir(scriptDir);
   await Deno.writeTextFile(`${scriptDir}/test.sh`, options.script);
+  for (const [path, data] of Object.entries(options.files ?? {})) {
+    await Deno.mkdir(dirname(scriptDir + path), { recursive: true });
+    await Deno.writeFile(scriptDir + path, data);
+  }
   parts.push(`${tmp}/script.cpio.gz`);
   await packCpio(scriptDir, parts.at(-1)!);
 
@@ -845,6 +865,10 @@ async function resolveTools(tools: string[]): Promise<string[]> {
   for (const tool of tools) {
     const path = tool.startsWith("/") ? tool : findOnPath(tool);
     if (!path || !exists(path)) throw new Error(`guest tool ${tool} not found on the host`);
+    if (Deno.statSync(path).isDirectory) {
+      for (const file of filesUnder(path)) files.add(file);
+      continue;
+    }
     files.add(path);
     const ldd = await new Deno.Command("ldd", { args: [path], stderr: "null" }).output();
     // Static binaries make ldd fail; they need nothing more.
@@ -855,6 +879,18 @@ async function resolveTools(tools: string[]): Promise<string[]> {
     }
   }
   return [...files].sort();
+}
+
+/** Every file under `dir`, symlinks followed. */
+function filesUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const entry of Deno.readDirSync(dir)) {
+    const path = `${dir}/${entry.name}`;
+    const info = Deno.statSync(path);
+    if (info.isDirectory) out.push(...filesUnder(path));
+    else if (info.isFile) out.push(path);
+  }
+  return out;
 }
 
 function findOnPath(name: string): string | undefined {
