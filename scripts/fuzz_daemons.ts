@@ -28,6 +28,10 @@ export const DAEMON_COMMANDS: Readonly<Record<string, string>> = {
   scmi: `${Deno.execPath()} run -A ${ROOT}devices/scmi/main.ts -s {socket} -d fake,name=acc0`,
   // A simulated chip of 8 lines (no GPIO chip here).
   gpio: `${Deno.execPath()} run -A ${ROOT}devices/gpio/main.ts -s {socket} -l s8`,
+  // The tool execs the command, so the image is made by a shell that then becomes the daemon.
+  scsi: `sh -c 'truncate -s 16M {dir}/disk.img && exec ${Deno.execPath()} run -A ` +
+    `${ROOT}devices/scsi/main.ts -s {socket} {dir}/disk.img'`,
+  sound: `${Deno.execPath()} run -A ${ROOT}devices/sound/main.ts --socket {socket} --backend null`,
 };
 
 /** One device's figures. */
