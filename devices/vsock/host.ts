@@ -7,7 +7,15 @@
  * @module
  */
 
-import { close, type IovecList, readv, shutdownWrite, write, writev } from "../../ffi/mod.ts";
+import {
+  bytesReadable,
+  close,
+  type IovecList,
+  readv,
+  shutdownWrite,
+  write,
+  writev,
+} from "../../ffi/mod.ts";
 
 /** One host-side connected stream socket, non-blocking. */
 export interface HostStream {
@@ -20,6 +28,11 @@ export interface HostStream {
   readonly pending: boolean;
   /** Reads into the iovecs; bytes read, 0 at end of file, `null` if nothing is there now. Throws on errors. */
   readv(iov: IovecList): number | null;
+  /**
+   * Bytes the next read would return now, so one read can fill several rx
+   * buffers; `null` if the stream cannot tell.
+   */
+  readable(): number | null;
   /** Writes the iovecs; bytes written, or `null` if the socket is full. Throws on errors (EPIPE…). */
   writev(iov: IovecList): number | null;
   /** Writes `bytes`; the count written, or `null` if the socket is full. Throws on errors. */
@@ -61,6 +74,7 @@ export class SocketStream implements HostStream {
   /** The socket. */
   readonly fd: number;
   readonly pending: boolean;
+  #canCount = true;
 
   /** Wraps a (connecting or) connected non-blocking socket; the stream owns it from now on. */
   constructor(fd: number, options: { pending?: boolean } = {}) {
@@ -74,6 +88,17 @@ export class SocketStream implements HostStream {
 
   writev(iov: IovecList): number | null {
     return writev(this.fd, iov);
+  }
+
+  readable(): number | null {
+    if (!this.#canCount) return null;
+    try {
+      return bytesReadable(this.fd);
+    } catch {
+      // A socket family without FIONREAD (AF_VSOCK on older kernels): read a buffer at a time.
+      this.#canCount = false;
+      return null;
+    }
   }
 
   write(bytes: Uint8Array): number | null {
