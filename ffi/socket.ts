@@ -31,6 +31,37 @@ const MSG_CMSG_CLOEXEC = 0x40000000;
 const SHUT_WR = 1;
 const SHUT_RDWR = 2;
 
+/** `SO_SNDBUF` (socket(7)). */
+const SO_SNDBUF = 7;
+const intOption = stableBuffer(4);
+const intOptionView = new DataView(intOption.buffer);
+const intOptionLength = stableBuffer(4);
+
+/**
+ * Makes the send buffer hold at least `bytes` (`SO_SNDBUF`), never shrinking
+ * it. The kernel doubles what is asked for its bookkeeping and caps it at
+ * `net.core.wmem_max`. Returns the buffer size now; throws a
+ * {@link SyscallError} if a call fails.
+ */
+export function growSendBuffer(fd: number, bytes: number): number {
+  const current = (): number => {
+    new DataView(intOptionLength.buffer).setUint32(0, 4, true);
+    check(
+      libc.getsockopt(fd, SOL_SOCKET, SO_SNDBUF, intOption, intOptionLength),
+      "getsockopt(SO_SNDBUF)",
+      { detail: `fd ${fd}` },
+    );
+    return intOptionView.getInt32(0, true);
+  };
+  // What getsockopt reports is already doubled.
+  if (current() >= 2 * bytes) return current();
+  intOptionView.setInt32(0, bytes, true);
+  check(libc.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, intOption, 4), "setsockopt(SO_SNDBUF)", {
+    detail: `fd ${fd}, ${bytes} bytes`,
+  });
+  return current();
+}
+
 /** Most fds one message may carry; vhost-user sends at most 8, rust-vmm allows 32. */
 export const MAX_FDS_PER_MESSAGE = 32;
 

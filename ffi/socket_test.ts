@@ -6,6 +6,7 @@ import {
   createEventFd,
   drainEventFd,
   EAGAIN,
+  growSendBuffer,
   isOpen,
   listenUnix,
   MAX_FDS_PER_MESSAGE,
@@ -140,4 +141,23 @@ Deno.test("a non-blocking connect connects, half-closes, and fails fast", () => 
     close(listener);
     Deno.removeSync(dir, { recursive: true });
   }
+});
+
+Deno.test("a larger send buffer holds more unread bytes", () => {
+  const filled = (grow: boolean): number => {
+    const [a, b] = socketPair();
+    try {
+      setNonBlocking(a, true);
+      if (grow) assert.ok(growSendBuffer(a, 1 << 20) > growSendBuffer(b, 1024));
+      const chunk = new Uint8Array(65536);
+      let total = 0;
+      for (let n = write(a, chunk); n !== null; n = write(a, chunk)) total += n;
+      return total;
+    } finally {
+      close(a);
+      close(b);
+    }
+  };
+  assert.ok(filled(true) > filled(false));
+  assert.throws(() => growSendBuffer(-1, 4096), SyscallError);
 });

@@ -218,6 +218,7 @@ export class VsockDevice implements VirtioDevice {
       bufAlloc: this.#txBufferSize,
     });
     conn.deadline = performance.now() + CONNECT_TIMEOUT_MS;
+    this.#reserve(stream);
     this.#connections.set(conn.key, conn);
     this.#localPorts.add(localPort);
     context.log.debug(`host connects to guest port ${port} from local port ${localPort}`);
@@ -441,6 +442,7 @@ export class VsockDevice implements VirtioDevice {
       bufAlloc: this.#txBufferSize,
     });
     conn.updatePeerCredit(header.bufAlloc, header.fwdCnt);
+    this.#reserve(stream);
     this.#connections.set(conn.key, conn);
     if (stream.pending) {
       conn.deadline = performance.now() + CONNECT_TIMEOUT_MS;
@@ -450,6 +452,16 @@ export class VsockDevice implements VirtioDevice {
       this.#queueControl(conn, VIRTIO_VSOCK_OP_RESPONSE);
     }
     this.#setEvents(conn);
+  }
+
+  /**
+   * The guest may have `buf_alloc` bytes in flight: the host socket should
+   * hold them all, so a host program that reads a little late costs no
+   * copies into the connection's buffer (Linux's default send buffer is
+   * 208 KiB of kernel bookkeeping, less than 256 KiB of payload).
+   */
+  #reserve(stream: HostStream): void {
+    stream.reserveSendBuffer(this.#txBufferSize);
   }
 
   /** The host stream's connect ended: RESPONSE if it worked, else RST. */
@@ -667,7 +679,11 @@ export class VsockDevice implements VirtioDevice {
       }
     } else if (flags & EPOLLIN) {
       this.#rxReady.add(conn);
+      this.#processRx();
+      // Only now: a read that drained the stream leaves EPOLLIN as it was (no epoll_ctl),
+      // one still waiting for credit or rx buffers stops watching it.
       this.#setEvents(conn);
+      return;
     }
     this.#processRx();
   }

@@ -10,6 +10,7 @@
 import {
   bytesReadable,
   close,
+  growSendBuffer,
   type IovecList,
   readv,
   shutdownWrite,
@@ -39,6 +40,12 @@ export interface HostStream {
   write(bytes: Uint8Array): number | null;
   /** Half-closes: the host peer reads end of file, the stream can still receive. */
   shutdownWrite(): void;
+  /**
+   * Asks the kernel to hold at least `bytes` the host program has not read
+   * yet (`SO_SNDBUF`), so a guest's whole credit window fits there instead of
+   * in the device's own buffer. Best effort.
+   */
+  reserveSendBuffer(bytes: number): void;
   /** Closes the stream. */
   close(): void;
 }
@@ -107,6 +114,14 @@ export class SocketStream implements HostStream {
 
   shutdownWrite(): void {
     shutdownWrite(this.fd);
+  }
+
+  reserveSendBuffer(bytes: number): void {
+    try {
+      growSendBuffer(this.fd, bytes);
+    } catch {
+      // The default buffer works too: bytes beyond it wait in the connection's buffer.
+    }
   }
 
   close(): void {

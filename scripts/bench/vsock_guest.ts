@@ -38,8 +38,12 @@ const QUEUE_SIZE = 256;
 const RX_BUFFER = 4096;
 /** The guest's receive buffer per connection (Linux's default, 256 KiB). */
 export const GUEST_BUF_ALLOC = 256 * 1024;
-/** Linux sends a credit update once this much was consumed since the last one (64 KiB). */
-const CREDIT_STEP = 64 * 1024;
+/**
+ * Linux's `virtio_transport_stream_do_dequeue` sends a credit update once the
+ * free space the peer knows of falls below `VIRTIO_VSOCK_MAX_PKT_BUF_SIZE`
+ * (64 KiB): with its 256 KiB buffer, after 192 KiB read unannounced.
+ */
+const VIRTIO_VSOCK_MAX_PKT_BUF_SIZE = 64 * 1024;
 
 /** One received packet: its header and payload length (the bytes are not kept). */
 export interface Received {
@@ -229,10 +233,14 @@ export class GuestStream {
     this.#txCnt = (this.#txCnt + count) >>> 0;
   }
 
-  /** Counts `count` bytes consumed; returns whether a credit update is due (as Linux, every 64 KiB). */
+  /**
+   * Counts `count` bytes consumed; returns whether a credit update is due: as
+   * Linux, once the host knows of less than 64 KiB free.
+   */
   consumed(count: number): boolean {
     this.#fwdCnt = (this.#fwdCnt + count) >>> 0;
-    return ((this.#fwdCnt - this.#advertised) >>> 0) >= CREDIT_STEP;
+    const unannounced = (this.#fwdCnt - this.#advertised) >>> 0;
+    return unannounced > 0 && GUEST_BUF_ALLOC - unannounced < VIRTIO_VSOCK_MAX_PKT_BUF_SIZE;
   }
 
   /** The header fields for a packet of this stream, carrying our credit. */
