@@ -6,14 +6,16 @@ import {
   createEventFd,
   drainEventFd,
   EAGAIN,
-  growSendBuffer,
   isOpen,
   listenUnix,
   MAX_FDS_PER_MESSAGE,
+  peek,
   read,
   receiveWithFds,
+  sendBufferSize,
   sendWithFds,
   setNonBlocking,
+  setSendBuffer,
   shutdownSocket,
   shutdownWrite,
   signalEventFd,
@@ -148,7 +150,11 @@ Deno.test("a larger send buffer holds more unread bytes", () => {
     const [a, b] = socketPair();
     try {
       setNonBlocking(a, true);
-      if (grow) assert.ok(growSendBuffer(a, 1 << 20) > growSendBuffer(b, 1024));
+      if (grow) {
+        const before = sendBufferSize(a);
+        setSendBuffer(a, 1 << 20);
+        assert.ok(sendBufferSize(a) > before);
+      }
       const chunk = new Uint8Array(65536);
       let total = 0;
       for (let n = write(a, chunk); n !== null; n = write(a, chunk)) total += n;
@@ -159,5 +165,23 @@ Deno.test("a larger send buffer holds more unread bytes", () => {
     }
   };
   assert.ok(filled(true) > filled(false));
-  assert.throws(() => growSendBuffer(-1, 4096), SyscallError);
+  assert.throws(() => setSendBuffer(-1, 4096), SyscallError);
+});
+
+Deno.test("peek copies waiting bytes and leaves them to read", () => {
+  const [a, b] = socketPair();
+  try {
+    setNonBlocking(b, true);
+    const buffer = new Uint8Array(8);
+    assert.equal(peek(b, buffer), null);
+    write(a, new Uint8Array([1, 2, 3]));
+    assert.equal(peek(b, buffer), 3);
+    assert.deepEqual([...buffer.subarray(0, 3)], [1, 2, 3]);
+    assert.equal(read(b, buffer), 3, "still there");
+    shutdownWrite(a);
+    assert.equal(peek(b, buffer), 0);
+  } finally {
+    close(a);
+    close(b);
+  }
 });

@@ -10,9 +10,10 @@
 import {
   bytesReadable,
   close,
-  growSendBuffer,
   type IovecList,
   readv,
+  sendBufferSize,
+  setSendBuffer,
   shutdownWrite,
   write,
   writev,
@@ -81,6 +82,7 @@ export class SocketStream implements HostStream {
   /** The socket. */
   readonly fd: number;
   readonly pending: boolean;
+  static #defaultSendBuffer: number | null = null;
   #canCount = true;
 
   /** Wraps a (connecting or) connected non-blocking socket; the stream owns it from now on. */
@@ -118,7 +120,10 @@ export class SocketStream implements HostStream {
 
   reserveSendBuffer(bytes: number): void {
     try {
-      growSendBuffer(this.fd, bytes);
+      // New sockets start at the system's default: ask once, then one call at most per stream.
+      SocketStream.#defaultSendBuffer ??= sendBufferSize(this.fd);
+      // The kernel reports (and counts) twice what is asked; never shrink the default.
+      if (SocketStream.#defaultSendBuffer < 2 * bytes) setSendBuffer(this.fd, bytes);
     } catch {
       // The default buffer works too: bytes beyond it wait in the connection's buffer.
     }
