@@ -216,6 +216,7 @@ async function heapRows(dir: string, cycles: number): Promise<string[]> {
       args: kind.args,
       waitFor: [kind.socket],
       denoFlags: [`--inspect=127.0.0.1:${port}`],
+      startTimeoutMs: 60_000,
     });
     try {
       const probe = await HeapProbe.connect(port);

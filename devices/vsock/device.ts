@@ -28,12 +28,14 @@ import {
   VIRTIO_RING_F_EVENT_IDX,
 } from "../../core/virtio/features.ts";
 import type { SplitQueue } from "../../core/virtio/split_queue.ts";
+import type { MemoryRegion } from "../../core/memory/guest_memory.ts";
 import { Fifo } from "./fifo.ts";
 import { Connection, connectionKey } from "./connection.ts";
 import type { HostBackend, HostStream } from "./host.ts";
 import { LogLimiter } from "./log_limiter.ts";
 import {
   decodeHeader,
+  decodeHeaderAt,
   describeHeader,
   encodeHeader,
   opName,
@@ -134,6 +136,10 @@ export class VsockDevice implements VirtioDevice {
   readonly #rxSizes: number[] = [];
   readonly #header = new Uint8Array(VSOCK_HEADER_SIZE);
   #context: DeviceContext | null = null;
+  /** The connection the last guest packet was for (see {@link #lookup}). */
+  #lastFound: Connection | null = null;
+  /** Views of guest memory regions; a new memory table brings new regions, the old ones go. */
+  readonly #regionViews = new WeakMap<MemoryRegion, DataView>();
   /** A tx pass is deferred (the budget ran out with chains waiting). */
   #txDeferred = false;
   #limited: LogLimiter | null = null;
@@ -184,6 +190,7 @@ export class VsockDevice implements VirtioDevice {
   }
 
   reset(): void {
+    this.#lastFound = null;
     this.#pendingConn = null;
     this.#pendingParts.length = 0;
     this.#pendingBytes = 0;
@@ -316,8 +323,12 @@ export class VsockDevice implements VirtioDevice {
       );
       return;
     }
-    // One copy of the header: the guest may change shared memory under us.
-    const header = decodeHeader(readSlices(chain.readable, { length: VSOCK_HEADER_SIZE }));
+    // One read of each field: the guest may change shared memory under us. Linux puts the
+    // header in a descriptor of its own, so it is read in place, without a copy.
+    const first = chain.readable[0];
+    const header = first.length >= VSOCK_HEADER_SIZE
+      ? decodeHeaderAt(this.#viewOf(first.region), first.offset)
+      : decodeHeader(readSlices(chain.readable, { length: VSOCK_HEADER_SIZE }));
     if (header.srcCid !== this.guestCid) {
       this.#limited?.warn(
         "src-cid",
@@ -378,7 +389,7 @@ export class VsockDevice implements VirtioDevice {
       this.#resetReply(header);
       return;
     }
-    const conn = this.#connections.get(connectionKey(header.dstPort, header.srcPort));
+    const conn = this.#lookup(header.dstPort, header.srcPort);
     if (!conn) {
       if (header.op === VIRTIO_VSOCK_OP_REQUEST) this.#acceptGuestConnect(header);
       else this.#resetReply(header);
@@ -420,6 +431,29 @@ export class VsockDevice implements VirtioDevice {
       default:
         this.#abort(conn, `unknown ${opName(header.op)}`);
     }
+  }
+
+  /** The connection of a guest packet; the last one found is checked first (a stream's packets come in runs). */
+  #lookup(localPort: number, peerPort: number): Connection | undefined {
+    const last = this.#lastFound;
+    if (
+      last !== null && !last.removed && last.localPort === localPort && last.peerPort === peerPort
+    ) {
+      return last;
+    }
+    const conn = this.#connections.get(connectionKey(localPort, peerPort));
+    this.#lastFound = conn ?? null;
+    return conn;
+  }
+
+  /** A DataView over a whole guest memory region, made once per region. */
+  #viewOf(region: MemoryRegion): DataView {
+    let view = this.#regionViews.get(region);
+    if (view === undefined) {
+      view = new DataView(region.bytes.buffer, region.bytes.byteOffset, region.bytes.byteLength);
+      this.#regionViews.set(region, view);
+    }
+    return view;
   }
 
   /** §5.10.6.2: the guest connects to a host port. */

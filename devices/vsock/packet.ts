@@ -89,18 +89,27 @@ export function decodeHeader(bytes: Uint8Array): VsockHeader {
   if (bytes.length < VSOCK_HEADER_SIZE) {
     throw new RangeError(`vsock header needs ${VSOCK_HEADER_SIZE} bytes, got ${bytes.length}`);
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, VSOCK_HEADER_SIZE);
+  return decodeHeaderAt(new DataView(bytes.buffer, bytes.byteOffset, VSOCK_HEADER_SIZE), 0);
+}
+
+/**
+ * Decodes the header at `offset` of `view` without copying it first: each
+ * field is read exactly once, so the result is a private copy even when the
+ * view is guest memory the guest may rewrite meanwhile. Throws `RangeError`
+ * if the view ends before the header does.
+ */
+export function decodeHeaderAt(view: DataView, offset: number): VsockHeader {
   return {
-    srcCid: readCid(view, 0),
-    dstCid: readCid(view, 8),
-    srcPort: view.getUint32(16, true),
-    dstPort: view.getUint32(20, true),
-    len: view.getUint32(24, true),
-    type: view.getUint16(28, true),
-    op: view.getUint16(30, true),
-    flags: view.getUint32(32, true),
-    bufAlloc: view.getUint32(36, true),
-    fwdCnt: view.getUint32(40, true),
+    srcCid: readCid(view, offset),
+    dstCid: readCid(view, offset + 8),
+    srcPort: view.getUint32(offset + 16, true),
+    dstPort: view.getUint32(offset + 20, true),
+    len: view.getUint32(offset + 24, true),
+    type: view.getUint16(offset + 28, true),
+    op: view.getUint16(offset + 30, true),
+    flags: view.getUint32(offset + 32, true),
+    bufAlloc: view.getUint32(offset + 36, true),
+    fwdCnt: view.getUint32(offset + 40, true),
   };
 }
 
