@@ -8,8 +8,17 @@
  * C program at both ends of a plain AF_UNIX stream socket, the same bytes in
  * the same writes. Runs alternate (floor, ours) and medians are reported.
  *
+ * Each row also gives the daemon's and the guest's (this process's) CPU
+ * seconds per GiB and their share of the wall time ("busy"): when both are
+ * low, the time goes to wake-ups and waiting for a CPU, not to either side's
+ * work.
+ *
  * Run: deno task bench:vsock-host [--runs 3] [--mib 64] [--connects 2000]
+ *      [--sizes 64,4096,65536] (write sizes; --connects 0 skips set-up)
  *      [--poll-us N] (the daemon's poll cap; default: the daemon's default)
+ *      [--baseline PATH] (another checkout's devices/vsock/main.ts: a second
+ *      daemon through the same cases in the same runs, for before/after)
+ *      [--daemon-args=ARGS] [--deno-flags=FLAGS] (e.g. --cpu-prof, for both)
  *
  * @module
  */
