@@ -38,6 +38,7 @@ import {
   decodeHeaderAt,
   describeHeader,
   encodeHeader,
+  encodeHeaderAt,
   opName,
   VIRTIO_VSOCK_OP_CREDIT_REQUEST,
   VIRTIO_VSOCK_OP_CREDIT_UPDATE,
@@ -1048,8 +1049,14 @@ export class VsockDevice implements VirtioDevice {
   }
 
   #writeHeader(chain: DescriptorChain, header: VsockHeader): number {
-    encodeHeader(header, this.#header);
-    writeSlices(chain.writable, this.#header);
+    const first = chain.writable[0];
+    if (first.length >= VSOCK_HEADER_SIZE) {
+      // Linux's rx buffers start with room for the header: write it in place.
+      encodeHeaderAt(header, this.#viewOf(first.region), first.offset);
+    } else {
+      encodeHeader(header, this.#header);
+      writeSlices(chain.writable, this.#header);
+    }
     return VSOCK_HEADER_SIZE + header.len;
   }
 

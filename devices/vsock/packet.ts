@@ -118,19 +118,29 @@ export function encodeHeader(header: VsockHeader, into: Uint8Array): void {
   if (into.length < VSOCK_HEADER_SIZE) {
     throw new RangeError(`vsock header needs ${VSOCK_HEADER_SIZE} bytes, got ${into.length}`);
   }
-  const view = new DataView(into.buffer, into.byteOffset, VSOCK_HEADER_SIZE);
-  view.setUint32(0, header.srcCid % TWO_32, true);
-  view.setUint32(4, Math.floor(header.srcCid / TWO_32), true);
-  view.setUint32(8, header.dstCid % TWO_32, true);
-  view.setUint32(12, Math.floor(header.dstCid / TWO_32), true);
-  view.setUint32(16, header.srcPort, true);
-  view.setUint32(20, header.dstPort, true);
-  view.setUint32(24, header.len, true);
-  view.setUint16(28, header.type, true);
-  view.setUint16(30, header.op, true);
-  view.setUint32(32, header.flags, true);
-  view.setUint32(36, header.bufAlloc, true);
-  view.setUint32(40, header.fwdCnt, true);
+  encodeHeaderAt(header, new DataView(into.buffer, into.byteOffset, VSOCK_HEADER_SIZE), 0);
+}
+
+/**
+ * Encodes `header` at `offset` of `view` (e.g. straight into a guest rx
+ * buffer). Throws `RangeError` if the view ends before the header does.
+ */
+export function encodeHeaderAt(header: VsockHeader, view: DataView, offset: number): void {
+  if (offset + VSOCK_HEADER_SIZE > view.byteLength) {
+    throw new RangeError(`vsock header at ${offset} does not fit in ${view.byteLength} bytes`);
+  }
+  view.setUint32(offset, header.srcCid % TWO_32, true);
+  view.setUint32(offset + 4, Math.floor(header.srcCid / TWO_32), true);
+  view.setUint32(offset + 8, header.dstCid % TWO_32, true);
+  view.setUint32(offset + 12, Math.floor(header.dstCid / TWO_32), true);
+  view.setUint32(offset + 16, header.srcPort, true);
+  view.setUint32(offset + 20, header.dstPort, true);
+  view.setUint32(offset + 24, header.len, true);
+  view.setUint16(offset + 28, header.type, true);
+  view.setUint16(offset + 30, header.op, true);
+  view.setUint32(offset + 32, header.flags, true);
+  view.setUint32(offset + 36, header.bufAlloc, true);
+  view.setUint32(offset + 40, header.fwdCnt, true);
 }
 
 /** A fresh {@link VSOCK_HEADER_SIZE}-byte encoding of `header`. */

@@ -4,6 +4,7 @@ import {
   decodeHeader,
   decodeHeaderAt,
   encodeHeader,
+  encodeHeaderAt,
   headerBytes,
   VIRTIO_VSOCK_OP_RW,
   VIRTIO_VSOCK_TYPE_STREAM,
@@ -110,7 +111,7 @@ Deno.test("packet: decoding any 44 bytes never throws", () => {
   }));
 });
 
-Deno.test("decodeHeaderAt reads a header in place, as decodeHeader reads a copy", () => {
+Deno.test("decodeHeaderAt / encodeHeaderAt work in place, as their copying forms", () => {
   const header = {
     srcCid: 3,
     dstCid: 2,
@@ -126,5 +127,9 @@ Deno.test("decodeHeaderAt reads a header in place, as decodeHeader reads a copy"
   const memory = new Uint8Array(100);
   memory.set(headerBytes(header), 30);
   assert.deepEqual(decodeHeaderAt(new DataView(memory.buffer), 30), header);
+  const into = new Uint8Array(100);
+  encodeHeaderAt(header, new DataView(into.buffer), 30);
+  assert.deepEqual(into, memory);
+  assert.throws(() => encodeHeaderAt(header, new DataView(into.buffer), 60), RangeError);
   assert.throws(() => decodeHeaderAt(new DataView(memory.buffer), 60), RangeError);
 });
