@@ -175,6 +175,21 @@ export function pwritev(fd: number, iov: IovecList, options: { offset: number })
   });
 }
 
+/** `FIONREAD` (`asm-generic/ioctls.h`): bytes waiting to be read. */
+const FIONREAD = 0x541bn;
+const readableBytes = stableBuffer(4);
+const readableCount = new Int32Array(readableBytes.buffer);
+
+/**
+ * Bytes a socket, pipe or tty holds for the next read (`ioctl(fd,
+ * FIONREAD)`). Throws a {@link SyscallError} where the file type cannot tell
+ * (ENOTTY, EOPNOTSUPP, EINVAL).
+ */
+export function bytesReadable(fd: number): number {
+  check(libc.ioctl(fd, FIONREAD, readableBytes), "ioctl(FIONREAD)", { detail: `fd ${fd}` });
+  return readableCount[0];
+}
+
 /** `ioctl(2)` with a pointer argument; returns the ioctl's result. */
 export function ioctl(fd: number, options: { request: bigint; argument: Uint8Array }): number {
   return check(libc.ioctl(fd, options.request, options.argument), "ioctl", {

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import {
+  bytesReadable,
   close,
+  createEventFd,
   createMemfd,
   errnoName,
   IovecList,
@@ -66,4 +68,20 @@ Deno.test("openReadOnly opens files and names the path when it cannot", () => {
   assert.equal(read(fd, new Uint8Array(4)), 0);
   close(fd);
   assert.throws(() => openReadOnly("/nonexistent/x"), /open\(\/nonexistent\/x\) failed: ENOENT/);
+});
+
+Deno.test("bytesReadable counts what a socket holds; an eventfd cannot tell", () => {
+  const [a, b] = socketPair();
+  const eventFd = createEventFd();
+  try {
+    assert.equal(bytesReadable(b), 0);
+    write(a, new Uint8Array(1000));
+    write(a, new Uint8Array(24));
+    assert.equal(bytesReadable(b), 1024);
+    assert.throws(() => bytesReadable(eventFd), /FIONREAD/);
+  } finally {
+    close(a);
+    close(b);
+    close(eventFd);
+  }
 });

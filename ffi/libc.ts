@@ -61,8 +61,14 @@ export const SYMBOLS = {
   connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   // int shutdown(int sockfd, int how);
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  // int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen);
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  // int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen);
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   // ssize_t sendmsg(int sockfd, const struct msghdr *msg, int flags);
   sendmsg: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  // ssize_t recv(int sockfd, void *buf, size_t len, int flags);
+  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   // ssize_t recvmsg(int sockfd, struct msghdr *msg, int flags);
   recvmsg: { parameters: ["i32", "buffer", "i32"], result: "i32" },
   // void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset);

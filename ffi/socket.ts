@@ -25,11 +25,53 @@ const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SCM_RIGHTS = 1;
+const MSG_PEEK = 0x2;
 const MSG_CTRUNC = 0x8;
 const MSG_NOSIGNAL = 0x4000;
 const MSG_CMSG_CLOEXEC = 0x40000000;
 const SHUT_WR = 1;
 const SHUT_RDWR = 2;
+
+/**
+ * Copies up to `buffer.length` waiting bytes without taking them
+ * (`recv(MSG_PEEK)`): the count, 0 at end of file, or `null` if a
+ * non-blocking socket holds nothing.
+ */
+export function peek(fd: number, buffer: Uint8Array): number | null {
+  const n = Number(libc.recv(fd, buffer, BigInt(buffer.length), MSG_PEEK));
+  if (n >= 0) return n;
+  const errno = lastErrno();
+  if (errno === EAGAIN) return null;
+  throw new SyscallError("recv", errno, { detail: `fd ${fd}` });
+}
+
+/** `SO_SNDBUF` (socket(7)). */
+const SO_SNDBUF = 7;
+const intOption = stableBuffer(4);
+const intOptionView = new DataView(intOption.buffer);
+const intOptionLength = stableBuffer(4);
+
+/** The send buffer size (`SO_SNDBUF`, as the kernel reports it: twice what was asked). */
+export function sendBufferSize(fd: number): number {
+  new DataView(intOptionLength.buffer).setUint32(0, 4, true);
+  check(
+    libc.getsockopt(fd, SOL_SOCKET, SO_SNDBUF, intOption, intOptionLength),
+    "getsockopt(SO_SNDBUF)",
+    { detail: `fd ${fd}` },
+  );
+  return intOptionView.getInt32(0, true);
+}
+
+/**
+ * Asks for a send buffer of `bytes` (`SO_SNDBUF`): the kernel doubles it for
+ * its bookkeeping and caps it at `net.core.wmem_max`.
+ */
+export function setSendBuffer(fd: number, bytes: number): void {
+  intOptionView.setInt32(0, bytes, true);
+  check(libc.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, intOption, 4), "setsockopt(SO_SNDBUF)", {
+    detail: `fd ${fd}, ${bytes} bytes`,
+  });
+}
 
 /** Most fds one message may carry; vhost-user sends at most 8, rust-vmm allows 32. */
 export const MAX_FDS_PER_MESSAGE = 32;

@@ -9,10 +9,13 @@ import {
   isOpen,
   listenUnix,
   MAX_FDS_PER_MESSAGE,
+  peek,
   read,
   receiveWithFds,
+  sendBufferSize,
   sendWithFds,
   setNonBlocking,
+  setSendBuffer,
   shutdownSocket,
   shutdownWrite,
   signalEventFd,
@@ -139,5 +142,46 @@ Deno.test("a non-blocking connect connects, half-closes, and fails fast", () => 
   } finally {
     close(listener);
     Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("a larger send buffer holds more unread bytes", () => {
+  const filled = (grow: boolean): number => {
+    const [a, b] = socketPair();
+    try {
+      setNonBlocking(a, true);
+      if (grow) {
+        const before = sendBufferSize(a);
+        setSendBuffer(a, 1 << 20);
+        assert.ok(sendBufferSize(a) > before);
+      }
+      const chunk = new Uint8Array(65536);
+      let total = 0;
+      for (let n = write(a, chunk); n !== null; n = write(a, chunk)) total += n;
+      return total;
+    } finally {
+      close(a);
+      close(b);
+    }
+  };
+  assert.ok(filled(true) > filled(false));
+  assert.throws(() => setSendBuffer(-1, 4096), SyscallError);
+});
+
+Deno.test("peek copies waiting bytes and leaves them to read", () => {
+  const [a, b] = socketPair();
+  try {
+    setNonBlocking(b, true);
+    const buffer = new Uint8Array(8);
+    assert.equal(peek(b, buffer), null);
+    write(a, new Uint8Array([1, 2, 3]));
+    assert.equal(peek(b, buffer), 3);
+    assert.deepEqual([...buffer.subarray(0, 3)], [1, 2, 3]);
+    assert.equal(read(b, buffer), 3, "still there");
+    shutdownWrite(a);
+    assert.equal(peek(b, buffer), 0);
+  } finally {
+    close(a);
+    close(b);
   }
 });

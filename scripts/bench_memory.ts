@@ -14,7 +14,13 @@
  * serving code has run. Guest memory the daemon maps is shared with the
  * front-end, so it shows in RSS and PSS, never in USS.
  *
- * Run: deno task bench:memory [--cycles 1000] [--variants "|--max-semi-space-size=1"]
+ * With `--heap`, instead: the rng and vsock daemons through `--cycles`
+ * connect/disconnect cycles (5 steps), the live JavaScript heap after a
+ * forced full collection (through the inspector) and USS at each step: a
+ * leak grows the live heap at every step, garbage V8 has not collected yet
+ * does not.
+ *
+ * Run: deno task bench:memory [--cycles 1000] [--variants "|--max-semi-space-size=1"] [--heap]
  *
  * @module
  */
@@ -25,6 +31,7 @@ import { VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX } from "../core/virtio/feat
 import { DriverMemory, DriverQueue, VhostUserFrontend } from "../frontend/mod.ts";
 import { DaemonProcess } from "../tests/integration/daemon_process.ts";
 import { BenchGuest, GuestStream } from "./bench/vsock_guest.ts";
+import { HeapProbe } from "./bench/heap_probe.ts";
 import { VIRTIO_VSOCK_OP_REQUEST } from "../devices/vsock/packet.ts";
 
 const RNG = new URL("../devices/rng/main.ts", import.meta.url).pathname;
@@ -181,17 +188,78 @@ async function vsockRows(dir: string, denoFlags: string[]): Promise<Rows> {
   return rows;
 }
 
+/** Live heap and USS of a daemon over connect/disconnect cycles (see the module doc). */
+async function heapRows(dir: string, cycles: number): Promise<string[]> {
+  const lines: string[] = [];
+  const kinds = [
+    {
+      name: "rng",
+      entry: RNG,
+      args: ["-s", `${dir}/heap-rng.sock`, "--log-level", "warn"],
+      socket: `${dir}/heap-rng.sock0`,
+      cycle: async (socket: string) => (await rngGuest(socket, 4))(),
+    },
+    {
+      name: "vsock",
+      entry: VSOCK,
+      args: [
+        ...["--socket", `${dir}/heap-vsock.sock`, "--uds-path", `${dir}/heap.vsock`],
+        ...["--log-level", "warn"],
+      ],
+      socket: `${dir}/heap-vsock.sock`,
+      cycle: async (socket: string) => (await vsockGuest(socket))(),
+    },
+  ];
+  for (const kind of kinds) {
+    const port = HeapProbe.freePort();
+    const daemon = await DaemonProcess.start(kind.entry, {
+      args: kind.args,
+      waitFor: [kind.socket],
+      denoFlags: [`--inspect=127.0.0.1:${port}`],
+      startTimeoutMs: 60_000,
+    });
+    try {
+      const probe = await HeapProbe.connect(port);
+      try {
+        const step = Math.max(1, Math.round(cycles / 4));
+        for (let done = 0; done <= cycles; done += step) {
+          if (done > 0) { for (let i = 0; i < step; i++) await kind.cycle(kind.socket); }
+          await delay(SETTLE_MS);
+          const live = await probe.liveBytes();
+          const { uss } = footprint(daemon.pid);
+          lines.push(
+            `| ${kind.name} | ${done} | ${(live / 1024).toFixed(0)} | ${uss} |`,
+          );
+        }
+      } finally {
+        await probe.close();
+      }
+    } finally {
+      await daemon.stop();
+    }
+  }
+  return lines;
+}
+
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
     options: {
       cycles: { type: "string", default: "1000" },
       variants: { type: "string", default: "" },
+      heap: { type: "boolean", default: false },
     },
   });
   const dir = Deno.makeTempDirSync({ prefix: "memory-bench-" });
   try {
-    for (const variant of values.variants.split("|")) {
+    if (values.heap) {
+      const lines = await heapRows(dir, Number(values.cycles));
+      console.log("\nLive heap after a forced full GC, over connect/disconnect cycles\n");
+      console.log("| daemon | cycles | live heap KiB | USS KiB |");
+      console.log("| ------ | ------ | ------------- | ------- |");
+      for (const line of lines) console.log(line);
+    }
+    for (const variant of values.heap ? [] : values.variants.split("|")) {
       const denoFlags = variant ? [`--v8-flags=${variant}`] : [];
       const bare = await DaemonProcess.start(BARE, { args: [], denoFlags });
       let bareRow: Footprint;

@@ -6,8 +6,8 @@
  *
  * Run (root: QEMU and the guest kit): deno run --allow-all scripts/bench_vsock.ts
  * Options: --mib N (per run, default 32), --runs N (default 5), --echoes N (default 300),
- * --tx-buffer-size BYTES (the daemon's, default 65536 as upstream),
- * --poll-us N (the daemon's busy-poll, default 0)
+ * --tx-buffer-size BYTES and --poll-us N (passed to the daemon; default: the daemon's own
+ * defaults), --daemon PATH (another checkout's devices/vsock/main.ts, for before/after)
  *
  * @module
  */
@@ -96,8 +96,9 @@ async function main(): Promise<void> {
       mib: { type: "string", default: "32" },
       runs: { type: "string", default: "5" },
       echoes: { type: "string", default: "300" },
-      "tx-buffer-size": { type: "string", default: "65536" },
-      "poll-us": { type: "string", default: "0" },
+      "tx-buffer-size": { type: "string" },
+      "poll-us": { type: "string" },
+      daemon: { type: "string", default: MAIN },
     },
   });
   const mib = Number(values.mib);
@@ -108,11 +109,12 @@ async function main(): Promise<void> {
   const socket = `${dir}/vhost.sock`;
   const uds = `${dir}/vm.vsock`;
   const serialPath = `${dir}/serial.sock`;
-  const daemon = await DaemonProcess.start(MAIN, {
-    args: [
-      ...["--socket", socket, "--uds-path", uds, "--tx-buffer-size", values["tx-buffer-size"]],
-      ...["--poll-us", values["poll-us"]],
-    ],
+  const tuning = [
+    ...(values["tx-buffer-size"] ? ["--tx-buffer-size", values["tx-buffer-size"]] : []),
+    ...(values["poll-us"] ? ["--poll-us", values["poll-us"]] : []),
+  ];
+  const daemon = await DaemonProcess.start(values.daemon, {
+    args: ["--socket", socket, "--uds-path", uds, ...tuning],
     waitFor: [socket],
     tempDir: dir,
   });
@@ -249,8 +251,8 @@ async function main(): Promise<void> {
     } | ${Number.isNaN(ratio) ? "  n/a" : `${ratio.toFixed(2)}x`.padStart(5)} |`;
   };
   console.log(
-    `\nvhost-device-vsock (--tx-buffer-size ${values["tx-buffer-size"]}, --poll-us ${
-      values["poll-us"]
+    `\nvhost-device-vsock (${values.daemon}${
+      tuning.length ? ` ${tuning.join(" ")}` : ", default configuration"
     }) vs virtio-serial, ` +
       `TCG guest, ${mib} MiB per run, median of ${runs} runs; ` +
       `latency: median of ${echoes} round trips (ratio > 1: vsock better)\n`,

@@ -8,8 +8,17 @@
  * C program at both ends of a plain AF_UNIX stream socket, the same bytes in
  * the same writes. Runs alternate (floor, ours) and medians are reported.
  *
+ * Each row also gives the daemon's and the guest's (this process's) CPU
+ * seconds per GiB and their share of the wall time ("busy"): when both are
+ * low, the time goes to wake-ups and waiting for a CPU, not to either side's
+ * work.
+ *
  * Run: deno task bench:vsock-host [--runs 3] [--mib 64] [--connects 2000]
+ *      [--sizes 64,4096,65536] (write sizes; --connects 0 skips set-up)
  *      [--poll-us N] (the daemon's poll cap; default: the daemon's default)
+ *      [--baseline PATH] (another checkout's devices/vsock/main.ts: a second
+ *      daemon through the same cases in the same runs, for before/after)
+ *      [--daemon-args=ARGS] [--deno-flags=FLAGS] (e.g. --cpu-prof, for both)
  *
  * @module
  */
@@ -100,6 +109,10 @@ interface Ours {
   rate: number;
   /** Daemon CPU seconds over the measurement. */
   cpu: number;
+  /** The TypeScript guest's CPU seconds over the measurement (this process). */
+  guestCpu: number;
+  /** Wall-clock seconds over which both CPU times were taken. */
+  wall: number;
 }
 
 /** Guest → host: the guest connects to host port HOST_PORT and writes `bytes` in `chunk`-byte packets. */
@@ -121,6 +134,8 @@ async function guestToHost(
   ]);
   await sink.ready;
   const cpu0 = cpuSeconds(context.daemon.pid);
+  const guestCpu0 = cpuSeconds(Deno.pid);
+  const wall0 = performance.now();
   const stream = new GuestStream(context.localPort, HOST_PORT);
   guest.queue(stream.header(VIRTIO_VSOCK_OP_REQUEST));
   guest.flush();
@@ -156,11 +171,13 @@ async function guestToHost(
     else guest.wait(50);
   }
   const seconds = Number(await sink.output);
+  const guestCpu = cpuSeconds(Deno.pid) - guestCpu0;
   const cpu = cpuSeconds(context.daemon.pid) - cpu0;
+  const wall = (performance.now() - wall0) / 1000;
   // The sink closed: the device tells us; answer with RST and move on.
   guest.queue(stream.header(VIRTIO_VSOCK_OP_RST));
   guest.flush();
-  return { rate: options.bytes / seconds / 1e6, cpu };
+  return { rate: options.bytes / seconds / 1e6, cpu, guestCpu, wall };
 }
 
 /** Host → guest: the C source connects to guest port GUEST_PORT and writes `bytes` in `chunk`-byte writes. */
@@ -170,6 +187,8 @@ async function hostToGuest(
 ): Promise<Ours> {
   const { guest } = context;
   const cpu0 = cpuSeconds(context.daemon.pid);
+  const guestCpu0 = cpuSeconds(Deno.pid);
+  const wall0 = performance.now();
   const source = spawnPeer(context.peer, [
     "source",
     context.uds,
@@ -204,6 +223,8 @@ async function hostToGuest(
   }
   const seconds = (performance.now() - start) / 1000;
   const cpu = cpuSeconds(context.daemon.pid) - cpu0;
+  const guestCpu = cpuSeconds(Deno.pid) - guestCpu0;
+  const wall = (performance.now() - wall0) / 1000;
   await source.output;
   // The source closed: take the SHUTDOWN, answer RST.
   const wait = performance.now() + 5000;
@@ -216,7 +237,7 @@ async function hostToGuest(
       }
     }
   }
-  return { rate: options.bytes / seconds / 1e6, cpu };
+  return { rate: options.bytes / seconds / 1e6, cpu, guestCpu, wall };
 }
 
 /** Host-initiated connections set up per second: CONNECT, the guest's RESPONSE, OK, close, RST. */
@@ -226,6 +247,8 @@ async function connects(
 ): Promise<Ours> {
   const { guest } = context;
   const cpu0 = cpuSeconds(context.daemon.pid);
+  const guestCpu0 = cpuSeconds(Deno.pid);
+  const wall0 = performance.now();
   const client = spawnPeer(context.peer, [
     "connects",
     context.uds,
@@ -255,7 +278,41 @@ async function connects(
     guest.flush();
   }
   const seconds = Number(await client.output);
-  return { rate: count / seconds, cpu: cpuSeconds(context.daemon.pid) - cpu0 };
+  return {
+    rate: count / seconds,
+    cpu: cpuSeconds(context.daemon.pid) - cpu0,
+    guestCpu: cpuSeconds(Deno.pid) - guestCpu0,
+    wall: (performance.now() - wall0) / 1000,
+  };
+}
+
+/** Median over runs of one measurement of one daemon. */
+interface Series {
+  rate: number[];
+  cpuPerGiB: number[];
+  guestCpuPerGiB: number[];
+  daemonBusy: number[];
+  guestBusy: number[];
+}
+
+function series(): Series {
+  return { rate: [], cpuPerGiB: [], guestCpuPerGiB: [], daemonBusy: [], guestBusy: [] };
+}
+
+function record(into: Series, ours: Ours, gib: number): void {
+  into.rate.push(ours.rate);
+  into.cpuPerGiB.push(ours.cpu / gib);
+  into.guestCpuPerGiB.push(ours.guestCpu / gib);
+  into.daemonBusy.push(ours.cpu / ours.wall);
+  into.guestBusy.push(ours.guestCpu / ours.wall);
+}
+
+/** `median (min–max)` of `values`, formatted by `format`. */
+function spread(values: readonly number[], format: (n: number) => string): string {
+  if (values.length === 1) return format(values[0]);
+  return `${format(median(values))} (${format(Math.min(...values))}–${
+    format(Math.max(...values))
+  })`;
 }
 
 if (import.meta.main) {
@@ -265,83 +322,138 @@ if (import.meta.main) {
       runs: { type: "string", default: "3" },
       mib: { type: "string", default: "64" },
       connects: { type: "string", default: "2000" },
+      sizes: { type: "string", default: "64,4096,65536" },
       "poll-us": { type: "string" },
+      baseline: { type: "string" },
+      "daemon-args": { type: "string", default: "" },
+      "deno-flags": { type: "string", default: "" },
     },
   });
   const runs = Number(values.runs);
   const connectCount = Number(values.connects);
+  const sizes = values.sizes.split(",").map(Number);
   const dir = Deno.makeTempDirSync({ prefix: "vsock-host-bench-" });
   const peer = await buildPeer(dir);
-  const socket = `${dir}/vhost.sock`;
-  const uds = `${dir}/vm.vsock`;
   const pollArgs = values["poll-us"] === undefined ? [] : ["--poll-us", values["poll-us"]];
-  const daemon = await DaemonProcess.start(MAIN, {
-    args: ["--socket", socket, "--uds-path", uds, "--log-level", "warn", ...pollArgs],
-    waitFor: [socket],
-  });
+  const extraArgs = values["daemon-args"].split(" ").filter((arg) => arg !== "");
+  const denoFlags = values["deno-flags"].split(" ").filter((arg) => arg !== "");
+  // With --baseline, a second daemon (another checkout's devices/vsock/main.ts) runs
+  // the same cases in the same runs, alternating with ours.
+  const entries = [{ name: "ours", main: MAIN }];
+  if (values.baseline) entries.push({ name: "baseline", main: values.baseline });
+  const daemons: { name: string; daemon: DaemonProcess; socket: string; uds: string }[] = [];
+  for (const [i, entry] of entries.entries()) {
+    const socket = `${dir}/vhost${i}.sock`;
+    const uds = `${dir}/vm${i}.vsock`;
+    const daemon = await DaemonProcess.start(entry.main, {
+      args: [
+        ...["--socket", socket, "--uds-path", uds, "--log-level", "warn"],
+        ...pollArgs,
+        ...extraArgs,
+      ],
+      denoFlags,
+      waitFor: [socket],
+    });
+    daemons.push({ name: entry.name, daemon, socket, uds });
+  }
   // 64-byte writes move fewer bytes in the same time.
-  const cases = [
-    { chunk: 64, bytes: Number(values.mib) * MIB / 16 },
-    { chunk: 4096, bytes: Number(values.mib) * MIB },
-    { chunk: 65536, bytes: Number(values.mib) * MIB * 2 },
-  ];
-  type Row = { floor: number[]; ours: number[]; cpuPerGiB: number[] };
+  const cases = sizes.map((chunk) => ({
+    chunk,
+    bytes: chunk <= 64
+      ? Number(values.mib) * MIB / 16
+      : chunk >= 65536
+      ? Number(values.mib) * MIB * 2
+      : Number(values.mib) * MIB,
+  }));
+  type Row = { floor: number[]; by: Map<string, Series> };
   const rows = new Map<string, Row>();
   const row = (name: string): Row => {
     let r = rows.get(name);
-    if (!r) rows.set(name, r = { floor: [], ours: [], cpuPerGiB: [] });
+    if (!r) rows.set(name, r = { floor: [], by: new Map() });
     return r;
+  };
+  const of = (r: Row, name: string): Series => {
+    let s = r.by.get(name);
+    if (!s) r.by.set(name, s = series());
+    return s;
   };
   let localPort = 40000;
   try {
     for (let run = 0; run < runs; run++) {
-      const guest = await BenchGuest.attach(socket);
-      try {
-        const context = { peer, uds, daemon, guest };
-        for (const c of cases) {
-          const floor = await floorStream(peer, dir, c);
-          const g2h = await guestToHost({ ...context, localPort: localPort++ }, c);
-          const h2g = await hostToGuest(context, c);
-          const gib = c.bytes / (1 << 30);
-          for (const [name, ours] of [["guest → host", g2h], ["host → guest", h2g]] as const) {
-            const r = row(`${name}, ${c.chunk} B writes`);
-            r.floor.push(floor);
-            r.ours.push(ours.rate);
-            r.cpuPerGiB.push(ours.cpu / gib);
+      for (const c of cases) {
+        const floor = await floorStream(peer, dir, c);
+        const gib = c.bytes / (1 << 30);
+        row(`guest → host, ${c.chunk} B writes`).floor.push(floor);
+        row(`host → guest, ${c.chunk} B writes`).floor.push(floor);
+        // Alternate which daemon goes first, so neither always gets the warmer machine.
+        const order = run % 2 === 0 ? daemons : [...daemons].reverse();
+        for (const d of order) {
+          const guest = await BenchGuest.attach(d.socket);
+          try {
+            const context = { peer, uds: d.uds, daemon: d.daemon, guest };
+            const g2h = await guestToHost({ ...context, localPort: localPort++ }, c);
+            const h2g = await hostToGuest(context, c);
+            record(of(row(`guest → host, ${c.chunk} B writes`), d.name), g2h, gib);
+            record(of(row(`host → guest, ${c.chunk} B writes`), d.name), h2g, gib);
+          } finally {
+            guest.close();
           }
         }
-        const floorRate = await floorConnects(peer, dir, connectCount);
-        const ours = await connects(context, connectCount);
+      }
+      if (connectCount > 0) {
         const r = row("connections set up per second");
-        r.floor.push(floorRate);
-        r.ours.push(ours.rate);
-        r.cpuPerGiB.push(NaN);
-      } finally {
-        guest.close();
+        r.floor.push(await floorConnects(peer, dir, connectCount));
+        for (const d of daemons) {
+          const guest = await BenchGuest.attach(d.socket);
+          try {
+            const ours = await connects(
+              { peer, uds: d.uds, daemon: d.daemon, guest },
+              connectCount,
+            );
+            record(of(r, d.name), ours, NaN);
+          } finally {
+            guest.close();
+          }
+        }
       }
       console.error(`run ${run + 1}/${runs} done`);
     }
     console.log(
       `\nvhost-device-vsock without a VM (TypeScript guest at memory speed, C host peer), ` +
-        `daemon --poll-us ${values["poll-us"] ?? "default"}; median of ${runs} runs, ` +
+        `daemon --poll-us ${values["poll-us"] ?? "default"}; median (min–max) of ${runs} runs, ` +
         `floor = the same C peer at both ends of an AF_UNIX stream, same run.` +
-        ` Guest rx buffers 4 KiB, guest buf_alloc ${GUEST_BUF_ALLOC / 1024} KiB.\n`,
+        ` Guest rx buffers 4 KiB, guest buf_alloc ${GUEST_BUF_ALLOC / 1024} KiB.` +
+        ` busy = CPU time / wall time over the transfer.\n`,
     );
-    console.log("| measurement | floor | ours | ours / floor | daemon CPU s per GiB |");
-    console.log("| ----------- | ----- | ---- | ------------ | -------------------- |");
+    const names = daemons.map((d) => d.name);
+    console.log(
+      `| measurement | floor | ${
+        names.map((n) =>
+          `${n} | ${n} / floor | ${n} daemon CPU s/GiB, busy | guest CPU s/GiB, busy`
+        )
+          .join(" | ")
+      } |`,
+    );
+    console.log(`|${" --- |".repeat(2 + 4 * names.length)}`);
+    const fixed = (digits: number) => (n: number) => n.toFixed(digits);
+    const percent = (n: number) => `${(n * 100).toFixed(0)}%`;
     for (const [name, r] of rows) {
       const unit = name.startsWith("connections") ? "/s" : " MB/s";
       const floor = median(r.floor);
-      const ours = median(r.ours);
-      const cpu = median(r.cpuPerGiB);
-      console.log(
-        `| ${name} | ${floor.toFixed(0)}${unit} | ${ours.toFixed(0)}${unit} | ${
-          (ours / floor).toFixed(2)
-        }x | ${Number.isNaN(cpu) ? "-" : cpu.toFixed(2)} |`,
-      );
+      const cells = names.map((n) => {
+        const s = r.by.get(n)!;
+        const cpu = name.startsWith("connections") ? "-" : spread(s.cpuPerGiB, fixed(2));
+        const guestCpu = name.startsWith("connections") ? "-" : spread(s.guestCpuPerGiB, fixed(2));
+        return `${spread(s.rate, fixed(0))}${unit} | ${
+          spread(s.rate.map((x, i) => x / r.floor[i]), fixed(2))
+        }x | ${cpu}, ${spread(s.daemonBusy, percent)} | ${guestCpu}, ${
+          spread(s.guestBusy, percent)
+        }`;
+      });
+      console.log(`| ${name} | ${floor.toFixed(0)}${unit} | ${cells.join(" | ")} |`);
     }
   } finally {
-    await daemon.stop();
+    for (const d of daemons) await d.daemon.stop();
     Deno.removeSync(dir, { recursive: true });
   }
 }

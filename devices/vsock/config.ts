@@ -13,8 +13,13 @@ import { type OptionSpec, type ParsedOptions, UsageError } from "../../core/cli.
 
 /** Default guest CID. */
 export const DEFAULT_GUEST_CID = 3;
-/** Default per-connection host buffer (and advertised `buf_alloc`). */
-export const DEFAULT_TX_BUFFER_SIZE = 65536;
+/**
+ * Default per-connection host buffer (and advertised `buf_alloc`): 256 KiB,
+ * Linux's own `VIRTIO_VSOCK_DEFAULT_BUF_SIZE`. rust-vmm defaults to 64 KiB,
+ * which lets a guest have one 64 KiB packet in flight and then wait a
+ * credit round trip; the buffer is allocated only while the host falls behind.
+ */
+export const DEFAULT_TX_BUFFER_SIZE = 256 * 1024;
 /** Default largest queue size. */
 export const DEFAULT_QUEUE_SIZE = 1024;
 /** Default sibling group. */

@@ -9,7 +9,7 @@ Deno.test("config: --vm takes snake_case and kebab-case keys, + lists, defaults"
     guestCid: 4,
     socket: "/s",
     backend: { kind: "unix", udsPath: "/u" },
-    txBufferSize: 65536,
+    txBufferSize: 262144,
     queueSize: 1024,
     groups: ["a", "b"],
   });

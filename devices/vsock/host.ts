@@ -7,7 +7,17 @@
  * @module
  */
 
-import { close, type IovecList, readv, shutdownWrite, write, writev } from "../../ffi/mod.ts";
+import {
+  bytesReadable,
+  close,
+  type IovecList,
+  readv,
+  sendBufferSize,
+  setSendBuffer,
+  shutdownWrite,
+  write,
+  writev,
+} from "../../ffi/mod.ts";
 
 /** One host-side connected stream socket, non-blocking. */
 export interface HostStream {
@@ -20,12 +30,23 @@ export interface HostStream {
   readonly pending: boolean;
   /** Reads into the iovecs; bytes read, 0 at end of file, `null` if nothing is there now. Throws on errors. */
   readv(iov: IovecList): number | null;
+  /**
+   * Bytes the next read would return now, so one read can fill several rx
+   * buffers; `null` if the stream cannot tell.
+   */
+  readable(): number | null;
   /** Writes the iovecs; bytes written, or `null` if the socket is full. Throws on errors (EPIPE…). */
   writev(iov: IovecList): number | null;
   /** Writes `bytes`; the count written, or `null` if the socket is full. Throws on errors. */
   write(bytes: Uint8Array): number | null;
   /** Half-closes: the host peer reads end of file, the stream can still receive. */
   shutdownWrite(): void;
+  /**
+   * Asks the kernel to hold at least `bytes` the host program has not read
+   * yet (`SO_SNDBUF`), so a guest's whole credit window fits there instead of
+   * in the device's own buffer. Best effort.
+   */
+  reserveSendBuffer(bytes: number): void;
   /** Closes the stream. */
   close(): void;
 }
@@ -61,6 +82,8 @@ export class SocketStream implements HostStream {
   /** The socket. */
   readonly fd: number;
   readonly pending: boolean;
+  static #defaultSendBuffer: number | null = null;
+  #canCount = true;
 
   /** Wraps a (connecting or) connected non-blocking socket; the stream owns it from now on. */
   constructor(fd: number, options: { pending?: boolean } = {}) {
@@ -76,12 +99,34 @@ export class SocketStream implements HostStream {
     return writev(this.fd, iov);
   }
 
+  readable(): number | null {
+    if (!this.#canCount) return null;
+    try {
+      return bytesReadable(this.fd);
+    } catch {
+      // A socket family without FIONREAD (AF_VSOCK on older kernels): read a buffer at a time.
+      this.#canCount = false;
+      return null;
+    }
+  }
+
   write(bytes: Uint8Array): number | null {
     return write(this.fd, bytes);
   }
 
   shutdownWrite(): void {
     shutdownWrite(this.fd);
+  }
+
+  reserveSendBuffer(bytes: number): void {
+    try {
+      // New sockets start at the system's default: ask once, then one call at most per stream.
+      SocketStream.#defaultSendBuffer ??= sendBufferSize(this.fd);
+      // The kernel reports (and counts) twice what is asked; never shrink the default.
+      if (SocketStream.#defaultSendBuffer < 2 * bytes) setSendBuffer(this.fd, bytes);
+    } catch {
+      // The default buffer works too: bytes beyond it wait in the connection's buffer.
+    }
   }
 
   close(): void {

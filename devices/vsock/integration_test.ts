@@ -307,6 +307,56 @@ Deno.test("vsock: credit: a host that stops reading stalls only its own connecti
   }, { tx: TX });
 });
 
+Deno.test("vsock: packets written together reach each host stream whole and in order, also when it fills", async () => {
+  await withDaemon([], ({ guest, uds }) => {
+    const listener = listenUnix(`${uds}_90`, 4);
+    try {
+      const a = guestConnect(guest, { listener, hostPort: 90, guestPort: 44000 });
+      const b = guestConnect(guest, { listener, hostPort: 90, guestPort: 44001 });
+      setNonBlocking(a.host, true);
+      setNonBlocking(b.host, true);
+      // Odd sizes, runs of packets per connection, and hosts that read nothing yet: the
+      // device gathers each run into one write, and what a full socket refuses waits in
+      // its buffer (200 KB each is within the 256 KiB of credit, beyond the socket's).
+      const total = 200_000;
+      const dataA = pattern(total, 1);
+      const dataB = pattern(total, 2);
+      let sentA = 0;
+      let sentB = 0;
+      for (let i = 0; sentA < total || sentB < total; i++) {
+        const [stream, data, sent] = i % 5 < 3
+          ? [a.stream, dataA, sentA]
+          : [b.stream, dataB, sentB];
+        const n = Math.min(3001 + (i % 7) * 211, total - sent);
+        if (n <= 0) continue;
+        stream.send(VIRTIO_VSOCK_OP_RW, data.subarray(sent, sent + n));
+        if (stream === a.stream) sentA += n;
+        else sentB += n;
+      }
+      assert.deepEqual(hostRead(guest, a.host, total), dataA);
+      assert.deepEqual(hostRead(guest, b.host, total), dataB);
+      close(a.host);
+      close(b.host);
+    } finally {
+      close(listener);
+    }
+  });
+});
+
+Deno.test("vsock: a large host write fills many rx buffers in one go, in order", async () => {
+  await withDaemon([], ({ guest, uds }) => {
+    const { stream, host } = hostConnect(guest, { uds, guestPort: 5002 });
+    const out = pattern(300_000, 6);
+    let written = 0;
+    pumpUntil(guest, () => {
+      written += write(host, out.subarray(written)) ?? 0;
+      return written === out.length;
+    }, { what: "the host write" });
+    assert.deepEqual(stream.readBytes(out.length), out);
+    close(host);
+  });
+});
+
 Deno.test("vsock: credit: the device never exceeds the guest's buf_alloc", async () => {
   await withDaemon([], ({ guest, uds }) => {
     const { stream, host } = hostConnect(guest, { uds, guestPort: 5001, bufAlloc: 10_000 });

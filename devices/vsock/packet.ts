@@ -89,18 +89,27 @@ export function decodeHeader(bytes: Uint8Array): VsockHeader {
   if (bytes.length < VSOCK_HEADER_SIZE) {
     throw new RangeError(`vsock header needs ${VSOCK_HEADER_SIZE} bytes, got ${bytes.length}`);
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, VSOCK_HEADER_SIZE);
+  return decodeHeaderAt(new DataView(bytes.buffer, bytes.byteOffset, VSOCK_HEADER_SIZE), 0);
+}
+
+/**
+ * Decodes the header at `offset` of `view` without copying it first: each
+ * field is read exactly once, so the result is a private copy even when the
+ * view is guest memory the guest may rewrite meanwhile. Throws `RangeError`
+ * if the view ends before the header does.
+ */
+export function decodeHeaderAt(view: DataView, offset: number): VsockHeader {
   return {
-    srcCid: readCid(view, 0),
-    dstCid: readCid(view, 8),
-    srcPort: view.getUint32(16, true),
-    dstPort: view.getUint32(20, true),
-    len: view.getUint32(24, true),
-    type: view.getUint16(28, true),
-    op: view.getUint16(30, true),
-    flags: view.getUint32(32, true),
-    bufAlloc: view.getUint32(36, true),
-    fwdCnt: view.getUint32(40, true),
+    srcCid: readCid(view, offset),
+    dstCid: readCid(view, offset + 8),
+    srcPort: view.getUint32(offset + 16, true),
+    dstPort: view.getUint32(offset + 20, true),
+    len: view.getUint32(offset + 24, true),
+    type: view.getUint16(offset + 28, true),
+    op: view.getUint16(offset + 30, true),
+    flags: view.getUint32(offset + 32, true),
+    bufAlloc: view.getUint32(offset + 36, true),
+    fwdCnt: view.getUint32(offset + 40, true),
   };
 }
 
@@ -109,19 +118,29 @@ export function encodeHeader(header: VsockHeader, into: Uint8Array): void {
   if (into.length < VSOCK_HEADER_SIZE) {
     throw new RangeError(`vsock header needs ${VSOCK_HEADER_SIZE} bytes, got ${into.length}`);
   }
-  const view = new DataView(into.buffer, into.byteOffset, VSOCK_HEADER_SIZE);
-  view.setUint32(0, header.srcCid % TWO_32, true);
-  view.setUint32(4, Math.floor(header.srcCid / TWO_32), true);
-  view.setUint32(8, header.dstCid % TWO_32, true);
-  view.setUint32(12, Math.floor(header.dstCid / TWO_32), true);
-  view.setUint32(16, header.srcPort, true);
-  view.setUint32(20, header.dstPort, true);
-  view.setUint32(24, header.len, true);
-  view.setUint16(28, header.type, true);
-  view.setUint16(30, header.op, true);
-  view.setUint32(32, header.flags, true);
-  view.setUint32(36, header.bufAlloc, true);
-  view.setUint32(40, header.fwdCnt, true);
+  encodeHeaderAt(header, new DataView(into.buffer, into.byteOffset, VSOCK_HEADER_SIZE), 0);
+}
+
+/**
+ * Encodes `header` at `offset` of `view` (e.g. straight into a guest rx
+ * buffer). Throws `RangeError` if the view ends before the header does.
+ */
+export function encodeHeaderAt(header: VsockHeader, view: DataView, offset: number): void {
+  if (offset + VSOCK_HEADER_SIZE > view.byteLength) {
+    throw new RangeError(`vsock header at ${offset} does not fit in ${view.byteLength} bytes`);
+  }
+  view.setUint32(offset, header.srcCid % TWO_32, true);
+  view.setUint32(offset + 4, Math.floor(header.srcCid / TWO_32), true);
+  view.setUint32(offset + 8, header.dstCid % TWO_32, true);
+  view.setUint32(offset + 12, Math.floor(header.dstCid / TWO_32), true);
+  view.setUint32(offset + 16, header.srcPort, true);
+  view.setUint32(offset + 20, header.dstPort, true);
+  view.setUint32(offset + 24, header.len, true);
+  view.setUint16(offset + 28, header.type, true);
+  view.setUint16(offset + 30, header.op, true);
+  view.setUint32(offset + 32, header.flags, true);
+  view.setUint32(offset + 36, header.bufAlloc, true);
+  view.setUint32(offset + 40, header.fwdCnt, true);
 }
 
 /** A fresh {@link VSOCK_HEADER_SIZE}-byte encoding of `header`. */

@@ -2,9 +2,12 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
   decodeHeader,
+  decodeHeaderAt,
   encodeHeader,
+  encodeHeaderAt,
   headerBytes,
   VIRTIO_VSOCK_OP_RW,
+  VIRTIO_VSOCK_TYPE_STREAM,
   VSOCK_HEADER_SIZE,
   type VsockHeader,
 } from "./packet.ts";
@@ -106,4 +109,27 @@ Deno.test("packet: decoding any 44 bytes never throws", () => {
     const h = decodeHeader(bytes);
     assert.ok(h.len >= 0 && h.op >= 0);
   }));
+});
+
+Deno.test("decodeHeaderAt / encodeHeaderAt work in place, as their copying forms", () => {
+  const header = {
+    srcCid: 3,
+    dstCid: 2,
+    srcPort: 1234,
+    dstPort: 80,
+    len: 4096,
+    type: VIRTIO_VSOCK_TYPE_STREAM,
+    op: VIRTIO_VSOCK_OP_RW,
+    flags: 0,
+    bufAlloc: 262144,
+    fwdCnt: 77,
+  };
+  const memory = new Uint8Array(100);
+  memory.set(headerBytes(header), 30);
+  assert.deepEqual(decodeHeaderAt(new DataView(memory.buffer), 30), header);
+  const into = new Uint8Array(100);
+  encodeHeaderAt(header, new DataView(into.buffer), 30);
+  assert.deepEqual(into, memory);
+  assert.throws(() => encodeHeaderAt(header, new DataView(into.buffer), 60), RangeError);
+  assert.throws(() => decodeHeaderAt(new DataView(memory.buffer), 60), RangeError);
 });

@@ -7,6 +7,12 @@
  * many published per kick, and calls are waited for only when nothing else
  * can be done. Not a test helper: it asserts only what it needs to go on.
  *
+ * rx is driven as a guest driver does it, not through the test driver's
+ * general `add`/`takeUsed` (which zero every buffer and copy every payload
+ * into a fresh array): one fixed buffer per descriptor, re-posted as soon as
+ * it is consumed, and the payload copied once into a scratch buffer, as an
+ * application's `read` copies it out of the guest kernel.
+ *
  * @module
  */
 
@@ -23,6 +29,7 @@ import {
   type VsockHeader,
 } from "../../devices/vsock/packet.ts";
 import { Epoll, EPOLLIN } from "../../ffi/mod.ts";
+import { VIRTQ_DESC_F_WRITE } from "../../core/virtio/features.ts";
 import { DriverMemory, DriverQueue, VhostUserFrontend } from "../../frontend/mod.ts";
 
 export type { VsockHeader };
@@ -31,8 +38,12 @@ const QUEUE_SIZE = 256;
 const RX_BUFFER = 4096;
 /** The guest's receive buffer per connection (Linux's default, 256 KiB). */
 export const GUEST_BUF_ALLOC = 256 * 1024;
-/** Linux sends a credit update once this much was consumed since the last one (64 KiB). */
-const CREDIT_STEP = 64 * 1024;
+/**
+ * Linux's `virtio_transport_stream_do_dequeue` sends a credit update once the
+ * free space the peer knows of falls below `VIRTIO_VSOCK_MAX_PKT_BUF_SIZE`
+ * (64 KiB): with its 256 KiB buffer, after 192 KiB read unannounced.
+ */
+const VIRTIO_VSOCK_MAX_PKT_BUF_SIZE = 64 * 1024;
 
 /** One received packet: its header and payload length (the bytes are not kept). */
 export interface Received {
@@ -51,6 +62,11 @@ export class BenchGuest {
   readonly #rx: DriverQueue;
   readonly #tx: DriverQueue;
   readonly #calls = new Epoll(2);
+  /** Each rx descriptor's fixed buffer: the whole of it, and its header. */
+  readonly #rxBuffers: Uint8Array[] = [];
+  readonly #rxHeaders: Uint8Array[] = [];
+  /** Where received payload is "read" to. */
+  readonly #scratch = new Uint8Array(RX_BUFFER);
 
   private constructor(
     frontend: VhostUserFrontend,
@@ -61,6 +77,15 @@ export class BenchGuest {
     this.#rx = parts.rx;
     this.#tx = parts.tx;
     this.cid = parts.cid;
+    // One descriptor per rx buffer, written once: the ring only cycles their indices.
+    for (let i = 0; i < QUEUE_SIZE; i++) {
+      const length = VSOCK_HEADER_SIZE + RX_BUFFER;
+      const gpa = parts.memory.alloc(length, 16);
+      parts.rx.writeDescriptor(i, { addr: gpa, len: length, flags: VIRTQ_DESC_F_WRITE, next: 0 });
+      this.#rxBuffers.push(parts.memory.view(gpa, length));
+      this.#rxHeaders.push(parts.memory.view(gpa, VSOCK_HEADER_SIZE));
+      parts.rx.rawPushAvail(i);
+    }
     this.#calls.add(frontend.callFd(VSOCK_RX_QUEUE), { events: EPOLLIN, token: 0 });
     this.#calls.add(frontend.callFd(VSOCK_TX_QUEUE), { events: EPOLLIN, token: 1 });
   }
@@ -80,7 +105,8 @@ export class BenchGuest {
       features: init.features & (bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_EVENT_IDX)),
     });
     const guest = new BenchGuest(frontend, { memory, rx, tx, cid });
-    guest.#refill();
+    rx.publish();
+    if (rx.needsKick()) frontend.kick(VSOCK_RX_QUEUE);
     return guest;
   }
 
@@ -148,24 +174,28 @@ export class BenchGuest {
 
   #collect(): Received[] {
     const out: Received[] = [];
-    for (const used of this.#rx.takeUsed()) {
-      if (used.length < VSOCK_HEADER_SIZE) continue;
-      const header = decodeHeader(used.data.subarray(0, VSOCK_HEADER_SIZE));
-      out.push({ header, length: used.length - VSOCK_HEADER_SIZE });
+    const rx = this.#rx;
+    for (;;) {
+      const used = rx.takeUsedRaw();
+      if (used.length === 0) break;
+      for (const { id, length } of used) {
+        if (length >= VSOCK_HEADER_SIZE && id < QUEUE_SIZE) {
+          const header = decodeHeader(this.#rxHeaders[id]);
+          const payload = Math.min(length, VSOCK_HEADER_SIZE + RX_BUFFER);
+          this.#scratch.set(this.#rxBuffers[id].subarray(VSOCK_HEADER_SIZE, payload));
+          out.push({ header, length: length - VSOCK_HEADER_SIZE });
+        }
+        rx.rawPushAvail(id);
+      }
+      // Interrupt me at the next used buffer, then look again for any that raced in
+      // (virtqueue_enable_cb, then virtqueue_poll).
+      rx.setUsedEvent(rx.lastUsedIndex);
     }
-    if (out.length > 0) this.#refill();
+    if (out.length > 0) {
+      rx.publish();
+      if (rx.needsKick()) this.#frontend.kick(VSOCK_RX_QUEUE);
+    }
     return out;
-  }
-
-  #refill(): void {
-    let added = 0;
-    while (this.#rx.numFree > 0) {
-      this.#rx.add({ readable: [], writable: [VSOCK_HEADER_SIZE + RX_BUFFER] });
-      added++;
-    }
-    if (added === 0) return;
-    this.#rx.publish();
-    if (this.#rx.needsKick()) this.#frontend.kick(VSOCK_RX_QUEUE);
   }
 }
 
@@ -203,10 +233,14 @@ export class GuestStream {
     this.#txCnt = (this.#txCnt + count) >>> 0;
   }
 
-  /** Counts `count` bytes consumed; returns whether a credit update is due (as Linux, every 64 KiB). */
+  /**
+   * Counts `count` bytes consumed; returns whether a credit update is due: as
+   * Linux, once the host knows of less than 64 KiB free.
+   */
   consumed(count: number): boolean {
     this.#fwdCnt = (this.#fwdCnt + count) >>> 0;
-    return ((this.#fwdCnt - this.#advertised) >>> 0) >= CREDIT_STEP;
+    const unannounced = (this.#fwdCnt - this.#advertised) >>> 0;
+    return unannounced > 0 && GUEST_BUF_ALLOC - unannounced < VIRTIO_VSOCK_MAX_PKT_BUF_SIZE;
   }
 
   /** The header fields for a packet of this stream, carrying our credit. */
