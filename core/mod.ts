@@ -9,6 +9,7 @@
 export * from "./cli.ts";
 export * from "./daemon.ts";
 export type { DeviceContext, VirtioDevice } from "./device.ts";
+export * from "./deferred_pass.ts";
 export * from "./event_loop.ts";
 export * from "./log.ts";
 export * from "./memory/guest_memory.ts";

@@ -14,6 +14,7 @@
  * @module
  */
 
+import { DeferredPass } from "../../core/deferred_pass.ts";
 import type { DeviceContext, VirtioDevice } from "../../core/device.ts";
 import type { Logger } from "../../core/log.ts";
 import { bit, ProtocolFeature as P } from "../../core/protocol/constants.ts";
@@ -147,8 +148,8 @@ export class GpioDevice implements VirtioDevice {
   #irq = false;
   #featuresLogged = false;
   readonly #log: Logger | undefined;
-  #passDeferred = false;
-  #eventsDeferred = false;
+  readonly #requestsPass = new DeferredPass(() => this.#serveRequests());
+  readonly #eventsPass = new DeferredPass(() => this.#serveEvents());
   #rejected = 0;
   /** The eventq last seen running. */
   #eventq: SplitQueue | null = null;
@@ -244,13 +245,7 @@ export class GpioDevice implements VirtioDevice {
     const pass = serveAvailable(queue, (chain) => this.#request(chain, context.log), {
       budget: BUDGET,
     });
-    if (pass.more && !this.#passDeferred) {
-      this.#passDeferred = true;
-      context.loop.defer(() => {
-        this.#passDeferred = false;
-        this.#serveRequests();
-      });
-    }
+    if (pass.more) this.#requestsPass.schedule(context.loop);
   }
 
   /** Serves one requestq chain; returns the bytes written (§5.17.6). */
@@ -409,13 +404,7 @@ export class GpioDevice implements VirtioDevice {
         // A guest that keeps the ring full gets its turn, then the other fds theirs.
         if (++served >= BUDGET && queue.hasAvailable()) {
           queue.notify();
-          if (!this.#eventsDeferred) {
-            this.#eventsDeferred = true;
-            context.loop.defer(() => {
-              this.#eventsDeferred = false;
-              this.#serveEvents();
-            });
-          }
+          this.#eventsPass.schedule(context.loop);
           return;
         }
       }

@@ -27,6 +27,7 @@
  * @module
  */
 
+import { DeferredPass } from "../../core/deferred_pass.ts";
 import type { DeviceContext, VirtioDevice } from "../../core/device.ts";
 import type { Timer } from "../../core/event_loop.ts";
 import { bit, ProtocolFeature as P } from "../../core/protocol/constants.ts";
@@ -82,7 +83,7 @@ export class I2cDevice implements VirtioDevice {
   #group: Pending[] = [];
   #groupQueue: SplitQueue | null = null;
   #groupTimer: Timer | null = null;
-  #passDeferred = false;
+  readonly #pass = new DeferredPass(() => this.#serve());
   #rejected = 0;
   #adapterErrors = 0;
   /** The driver accepted VIRTIO_I2C_F_ZERO_LENGTH_REQUEST (SET_FEATURES precedes activation). */
@@ -134,7 +135,7 @@ export class I2cDevice implements VirtioDevice {
       for (;;) {
         if ((blockingDone || transfers >= BUDGET) && queue.hasAvailable()) {
           deferred = true;
-          this.#deferPass(context);
+          this.#pass.schedule(context.loop);
           break;
         }
         const chain = queue.next();
@@ -159,15 +160,6 @@ export class I2cDevice implements VirtioDevice {
       });
     }
     queue.notify();
-  }
-
-  #deferPass(context: DeviceContext): void {
-    if (this.#passDeferred) return;
-    this.#passDeferred = true;
-    context.loop.defer(() => {
-      this.#passDeferred = false;
-      this.#serve();
-    });
   }
 
   /** Runs and completes the collected group; returns whether a blocking adapter ran it. */

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { DeferredPass } from "../../core/deferred_pass.ts";
 import type { DeviceContext, VirtioDevice } from "../../core/device.ts";
 import type { Timer } from "../../core/event_loop.ts";
 import type { Logger } from "../../core/log.ts";
@@ -65,7 +66,7 @@ export class RngDevice implements VirtioDevice {
   /** A chain taken from `queue` whose read would have blocked. */
   #held: { chain: DescriptorChain; queue: SplitQueue } | null = null;
   /** A pass is deferred (the budget ran out with requests waiting). */
-  #passDeferred = false;
+  readonly #pass = new DeferredPass(() => this.#serve());
   #rejected = 0;
   #endOfFileLogged = false;
 
@@ -114,13 +115,7 @@ export class RngDevice implements VirtioDevice {
       while (!blocked) {
         // A guest that keeps asking gets its turn, then the other fds theirs.
         if (served === BUDGET && queue.hasAvailable()) {
-          if (!this.#passDeferred) {
-            this.#passDeferred = true;
-            context.loop.defer(() => {
-              this.#passDeferred = false;
-              this.#serve();
-            });
-          }
+          this.#pass.schedule(context.loop);
           blocked = true;
           break;
         }

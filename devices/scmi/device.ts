@@ -8,6 +8,7 @@
  * @module
  */
 
+import { DeferredPass } from "../../core/deferred_pass.ts";
 import type { DeviceContext, VirtioDevice } from "../../core/device.ts";
 import type { Logger } from "../../core/log.ts";
 import { bit, ProtocolFeature as P } from "../../core/protocol/constants.ts";
@@ -66,7 +67,7 @@ export class ScmiDevice implements VirtioDevice {
   #platform: ScmiPlatform | null = null;
   #sensorProtocol: SensorProtocol | null = null;
   #p2a = false;
-  #passDeferred = false;
+  readonly #pass = new DeferredPass(() => this.#serveCommands());
   #eventsRejected = 0;
   /** Bumped when the cmdq's buffers go away (ring stopped, reset): late answers are dropped. */
   #generation = 0;
@@ -137,13 +138,7 @@ export class ScmiDevice implements VirtioDevice {
         // A guest that keeps the ring full gets its turn, then the other fds theirs.
         if (++served >= BUDGET && queue.hasAvailable()) {
           queue.notify();
-          if (!this.#passDeferred) {
-            this.#passDeferred = true;
-            context.loop.defer(() => {
-              this.#passDeferred = false;
-              this.#serveCommands();
-            });
-          }
+          this.#pass.schedule(context.loop);
           return;
         }
       }

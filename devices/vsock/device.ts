@@ -12,6 +12,7 @@
  * @module
  */
 
+import { DeferredPass } from "../../core/deferred_pass.ts";
 import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, IOV_MAX, IovecList } from "../../ffi/mod.ts";
 import type { DeviceContext, VirtioDevice } from "../../core/device.ts";
 import type { Timer } from "../../core/event_loop.ts";
@@ -142,7 +143,7 @@ export class VsockDevice implements VirtioDevice {
   /** Views of guest memory regions; a new memory table brings new regions, the old ones go. */
   readonly #regionViews = new WeakMap<MemoryRegion, DataView>();
   /** A tx pass is deferred (the budget ran out with chains waiting). */
-  #txDeferred = false;
+  readonly #txPass = new DeferredPass(() => this.#processTx());
   #limited: LogLimiter | null = null;
   #siblingBytes = 0;
   #nextLocalPort = FIRST_LOCAL_PORT;
@@ -294,13 +295,7 @@ export class VsockDevice implements VirtioDevice {
         if (served === TX_BUDGET && queue.hasAvailable()) {
           this.#flushPending();
           queue.notify();
-          if (!this.#txDeferred) {
-            this.#txDeferred = true;
-            this.#context?.loop.defer(() => {
-              this.#txDeferred = false;
-              this.#processTx();
-            });
-          }
+          if (this.#context) this.#txPass.schedule(this.#context.loop);
           return;
         }
         const chain = queue.next();
