@@ -93,6 +93,8 @@ export class Backend {
   #ackedProtocol = 0n;
   #featuresSet = false;
   #memory: GuestMemory | null = null;
+  /** Replaced tables still mapped for chains in flight (see {@link #setMemory}). */
+  readonly #retiredMemory: GuestMemory[] = [];
   #backendChannel: number | null = null;
   #status = 0;
   #activated = false;
@@ -413,10 +415,24 @@ export class Backend {
     if (failures.length > 0) throw new RequestError(failures.join("; "));
   }
 
+  /**
+   * A replaced table stays mapped while any ring has chains the device took
+   * and has not returned: a device may still write into them (a paced sound
+   * period, a held event buffer). It is released at the first later change
+   * with nothing in flight, or when the connection ends.
+   */
   #setMemory(memory: GuestMemory | null): void {
-    const old = this.#memory;
+    if (this.#memory) this.#retiredMemory.push(this.#memory);
     this.#memory = memory;
-    old?.release();
+    if (memory !== null && this.#chainsInFlight()) return;
+    for (const table of this.#retiredMemory.splice(0)) table.release();
+  }
+
+  /** Whether a live ring has chains the device took and has not returned yet. */
+  #chainsInFlight(): boolean {
+    return this.#vrings.some((vring) =>
+      vring.queue !== null && ((vring.queue.nextAvail - vring.queue.nextUsed) & 0xffff) !== 0
+    );
   }
 
   #setVringNum(index: number, num: number): void {
