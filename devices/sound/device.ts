@@ -455,13 +455,16 @@ export class SoundDevice implements VirtioDevice {
   }
 
   #complete(message: IoMessage, status: Status, latencyBytes: number): void {
-    // A ring set up again since took its chains with it.
-    if (this.#context?.queue(message.queue.index) !== message.queue) return;
+    // A stopped ring took its chains with it (queueStopped dropped them); a
+    // ring rebuilt over a new memory table is the same ring, and the core
+    // keeps the old mappings until these chains are back.
+    const queue = this.#context?.queue(message.queue.index);
+    if (!queue) return;
     writeSlices(message.status, encodePcmStatus(status, latencyBytes));
     // §5.14.6.8.2: an rx used length counts the frames written plus the status.
-    const written = message.queue.index === RXQ ? message.moved : 0;
-    message.queue.addUsed(message.head, written + PCM_STATUS_SIZE);
-    this.#dirty.add(message.queue);
+    const written = queue.index === RXQ ? message.moved : 0;
+    queue.addUsed(message.head, written + PCM_STATUS_SIZE);
+    this.#dirty.add(queue);
   }
 
   #flush(): void {
