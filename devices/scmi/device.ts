@@ -131,7 +131,7 @@ export class ScmiDevice implements VirtioDevice {
         });
         const response = platform.handle(request, chain.writableLength);
         if (response instanceof Promise) {
-          this.#answerLater(context, queue, chain, response);
+          this.#answerLater(context, chain, response);
         } else {
           queue.addUsed(chain.head, response === null ? 0 : writeSlices(chain.writable, response));
         }
@@ -153,16 +153,17 @@ export class ScmiDevice implements VirtioDevice {
    */
   #answerLater(
     context: DeviceContext,
-    queue: SplitQueue,
     chain: DescriptorChain,
     response: Promise<Uint8Array | null>,
   ): void {
     const generation = this.#generation;
     void context.loop.track(response).then((bytes) => {
       // The ring stopped or the connection ended meanwhile: its buffers are gone.
-      if (generation !== this.#generation || context.queue(CMDQ) !== queue) return;
-      queue.addUsed(chain.head, bytes === null ? 0 : writeSlices(chain.writable, bytes));
-      queue.notify();
+      // A ring rebuilt over a new memory table is the same ring: answer there.
+      const current = context.queue(CMDQ);
+      if (generation !== this.#generation || !current) return;
+      current.addUsed(chain.head, bytes === null ? 0 : writeSlices(chain.writable, bytes));
+      current.notify();
     });
   }
 
