@@ -23,7 +23,6 @@ import {
   VIRTIO_RING_F_EVENT_IDX,
   VIRTIO_RING_F_INDIRECT_DESC,
 } from "../../core/virtio/features.ts";
-import type { SplitQueue } from "../../core/virtio/split_queue.ts";
 import { BaseProtocol } from "./base_protocol.ts";
 import { SCMI_PROTOCOL_SENSOR } from "./message.ts";
 import { ScmiPlatform } from "./platform.ts";
