@@ -9,7 +9,7 @@
 
 import { close, EPOLLET, EPOLLIN, sendWithFds, setNonBlocking, signalEventFd } from "../ffi/mod.ts";
 import type { DeviceContext, VirtioDevice } from "./device.ts";
-import type { EventLoop } from "./event_loop.ts";
+import type { EventLoop, Poller } from "./event_loop.ts";
 import type { Logger } from "./log.ts";
 import { GuestMemory, mapRegion, type MemoryRegion } from "./memory/guest_memory.ts";
 import {
@@ -113,7 +113,38 @@ export class Backend {
     this.#offeredProtocol = device.protocolFeatures & IMPLEMENTED_PROTOCOL_FEATURES;
     setNonBlocking(fd, true);
     this.#loop.watch(fd, () => this.#onReadable());
+    this.#loop.addPoller(this.#poller);
   }
+
+  /**
+   * While the loop polls, live rings keep notifications off and are looked
+   * at in memory instead: a new available index stands for the kick the
+   * driver did not send (as vhost-net's busy polling does).
+   */
+  readonly #poller: Poller = {
+    poll: () => {
+      let found = false;
+      for (let index = 0; index < this.#vrings.length; index++) {
+        const vring = this.#vrings[index];
+        if (vring.enabled && vring.queue?.pollAvailable()) {
+          this.#kick(index);
+          found = true;
+        }
+      }
+      return found;
+    },
+    arm: () => {
+      let found = false;
+      for (let index = 0; index < this.#vrings.length; index++) {
+        const queue = this.#vrings[index].queue;
+        if (queue?.unarmed && queue.armNotification()) {
+          this.#kick(index);
+          found = true;
+        }
+      }
+      return found;
+    },
+  };
 
   /**
    * Ends the connection: stops rings, releases memory and descriptors, resets
@@ -125,6 +156,7 @@ export class Backend {
     if (options.failure) this.#log.error(`front-end connection dropped: ${reason}`);
     else this.#log.info(`front-end connection closed: ${reason}`);
     this.#reader.discard();
+    this.#loop.removePoller(this.#poller);
     this.#loop.unwatch(this.#fd);
     close(this.#fd);
     this.#resetRings();
@@ -510,12 +542,21 @@ export class Backend {
           if (vring.errFd !== null) signalEventFd(vring.errFd);
         },
         log: this.#log,
+        deferArming: () => this.#loop.pollsNext,
       });
     } catch (error) {
       throw new RequestError(`${error instanceof Error ? error.message : error}`);
     }
     this.#activate();
     this.#updateKickWatch(index);
+    // The ring was rebuilt (new memory table, new features) while its loop
+    // polled it with kicks off, or into the other notification scheme: the
+    // new queue knows nothing of the old state, so turn kicks on here in its
+    // scheme, and serve what came meanwhile.
+    if (previous && (previous.unarmed || previous.eventIdx !== eventIdx)) {
+      vring.queue.markUnarmed();
+      if (vring.queue.armNotification()) this.#kick(index);
+    }
   }
 
   /** Stops a ring (GET_VRING_BASE) and returns the next available index. */
@@ -523,6 +564,8 @@ export class Backend {
     const vring = this.#vring(index);
     if (vring.queue) {
       this.#callDevice(`quiescing queue ${index}`, () => this.#device.quiesce?.(index));
+      // A stopped ring is left as an unpolled one would be: kicks on.
+      if (vring.queue.unarmed) vring.queue.armNotification();
       vring.base = vring.queue.nextAvail;
       vring.queue = null;
       this.#callDevice(`stopping queue ${index}`, () => this.#device.queueStopped?.(index));
@@ -569,7 +612,16 @@ export class Backend {
   #kick(index: number): void {
     const vring = this.#vrings[index];
     if (!vring.enabled || !vring.queue) return;
-    this.#callDevice(`serving queue ${index}`, () => this.#device.onKick(index));
+    // Not through #callDevice: its label and closure would be built on every kick.
+    try {
+      this.#device.onKick(index);
+    } catch (error) {
+      this.#log.error(
+        `${this.#device.name}: serving queue ${index} failed: ${
+          error instanceof Error ? error.stack : error
+        }`,
+      );
+    }
   }
 
   #activate(): void {

@@ -53,10 +53,27 @@ export const YIELD_INTERVAL_MS = 10;
  * contended, so polling stops.
  */
 const CONTENDED_YIELD_MS = 0.02;
+/**
+ * While pollers watch rings in memory, how often a poll looks at the fds too
+ * (10 µs): other fds wait at most this long for a busy loop, never longer
+ * than the poll window for an idle one, which sleeps in epoll_wait.
+ */
+const FD_LOOK_INTERVAL_MS = 0.01;
 /** The default cap of the adaptive poll window, in µs (`--poll-us`; docs/architecture.md). */
 export const DEFAULT_POLL_MICROS = 200;
 
 const WAKE_TOKEN = 0;
+
+/**
+ * Work the loop looks for in shared memory while it polls: virtqueues whose
+ * notifications stay off while the loop polls them (see {@link EventLoop.pollsNext}).
+ */
+export interface Poller {
+  /** Serves what arrived since the last look; true if anything did. */
+  poll(): boolean;
+  /** Turns notifications back on before the loop sleeps; true if work raced in (and was served). */
+  arm(): boolean;
+}
 
 /** A one-shot timer on the loop. */
 export interface Timer {
@@ -82,7 +99,15 @@ export class EventLoop {
   readonly #wakeFd = createEventFd();
   #nextToken = 1;
   readonly #deferred: (() => void)[] = [];
+  readonly #pollers = new Set<Poller>();
+  #pollsNext = false;
+  /** When {@link #poll} last looked at the fds (a `performance.now()` time). */
+  #fdsLookedAt = 0;
   #pending = 0;
+  /** The clock reading of the poll's last look (see {@link #poll}). */
+  #polledUntil = 0;
+  /** The last {@link #poll} ended because pollers found (and served) work. */
+  #polledWork = false;
   #running = false;
   #stopping = false;
 
@@ -124,6 +149,27 @@ export class EventLoop {
   /** The current poll window in µs (0 when idle or when polling is off). */
   get pollWindowMicros(): number {
     return this.#window.micros;
+  }
+
+  /**
+   * True while the loop runs handlers after which it will poll before it
+   * sleeps: a queue may then leave its notifications off (no kicks) and let
+   * the loop's pollers look at its ring instead. Before any sleep the loop
+   * calls every poller's `arm`, so nothing is missed; outside handlers
+   * (promise continuations, which run while it sleeps) this is false.
+   */
+  get pollsNext(): boolean {
+    return this.#pollsNext;
+  }
+
+  /** Adds work to look for while polling (a connection's rings); see {@link Poller}. */
+  addPoller(poller: Poller): void {
+    this.#pollers.add(poller);
+  }
+
+  /** Removes a poller, e.g. when its connection ends. */
+  removePoller(poller: Poller): void {
+    this.#pollers.delete(poller);
   }
 
   /** Whether `fd` is watched. */
@@ -182,30 +228,55 @@ export class EventLoop {
     try {
       while (!this.#stopping) {
         let ready: number;
+        // Work the pollers found (and served) counts as an event.
+        let polled = false;
         // Deferred work is due now: look at the fds without blocking.
         const deferred = this.#deferred.length > 0;
         const sync = this.#policy === "hybrid" && this.#pending === 0;
-        if (hot && sync && performance.now() - lastYield < YIELD_INTERVAL_MS) {
-          if (deferred) ready = this.#epoll.wait(0);
-          else {
-            const since = performance.now();
+        // One clock reading serves both the yield deadline and the block
+        // time: at queue depth 1 a reading costs as much as the ring work.
+        const since = hot && sync ? performance.now() : 0;
+        if (hot && sync && since - lastYield < YIELD_INTERVAL_MS) {
+          if (deferred) {
+            polled = this.#runPollers();
+            ready = this.#epoll.wait(0);
+          } else {
             const window = this.#window.micros;
-            ready = window > 0 ? this.#poll(since + window / 1000) : 0;
-            if (ready === 0) ready = this.#epoll.wait(HOT_WAIT_MS);
-            // The block time decides the next window; no event at all: idle.
-            this.#window.record(ready > 0 ? (performance.now() - since) * 1000 : Infinity);
+            this.#polledWork = false;
+            ready = window > 0 ? this.#poll(since, since + window / 1000) : 0;
+            let blockMicros: number;
+            if (ready > 0 || this.#polledWork) {
+              polled = this.#polledWork;
+              blockMicros = (this.#polledUntil - since) * 1000;
+            } else if (this.#armPollers()) {
+              polled = true;
+              blockMicros = (performance.now() - since) * 1000;
+            } else {
+              ready = this.#epoll.wait(HOT_WAIT_MS);
+              // The block time decides the next window; no event at all: idle.
+              blockMicros = ready > 0 ? (performance.now() - since) * 1000 : Infinity;
+            }
+            this.#window.record(blockMicros);
           }
-          hot = ready > 0 || deferred;
+          hot = ready > 0 || deferred || polled;
         } else {
-          ready = await this.#epoll.waitAsync(hot || deferred ? 0 : -1);
+          polled = this.#armPollers();
+          ready = await this.#epoll.waitAsync(hot || deferred || polled ? 0 : -1);
           lastYield = performance.now();
           hot = true;
         }
-        for (let i = 0; i < ready; i++) {
-          this.#dispatch(this.#epoll.eventToken(i), this.#epoll.eventFlags(i));
+        // Handlers run now may leave notifications off if the loop polls next.
+        this.#pollsNext = this.#pollers.size > 0 && sync && this.#window.micros > 0;
+        try {
+          for (let i = 0; i < ready; i++) {
+            this.#dispatch(this.#epoll.eventToken(i), this.#epoll.eventFlags(i));
+          }
+          if (deferred) this.#runDeferred();
+        } finally {
+          this.#pollsNext = false;
         }
-        if (deferred) this.#runDeferred();
       }
+      this.#armPollers();
     } finally {
       this.#running = false;
     }
@@ -223,21 +294,73 @@ export class EventLoop {
   }
 
   /**
-   * Polls the set without sleeping until `until` (a `performance.now()`
-   * time); returns the events ready. Each empty look yields the CPU, so
-   * polling never keeps a runnable thread on this CPU waiting; a yield that
-   * took long means others want this CPU, and then the loop stops polling
-   * and sleeps, as KVM stops when another task is runnable (a sleeper is
-   * woken with priority; a yielder waits its turn behind the others).
+   * Polls the pollers and the set without sleeping from `since` until
+   * `until` (both `performance.now()` times); returns the fd events ready,
+   * sets {@link #polledWork} if pollers found (and served) work, and leaves
+   * the time of the last look in {@link #polledUntil}. Each empty look
+   * yields the CPU, so polling never keeps a runnable thread on this CPU
+   * waiting; a yield that took long means others want this CPU, and then the
+   * loop stops polling and sleeps, as KVM stops when another task is runnable
+   * (a sleeper is woken with priority; a yielder waits its turn behind the
+   * others). One clock reading per look: the time between two looks is the
+   * yield's plus one epoll_wait's, far below the threshold. While pollers
+   * watch rings in memory, the fds are looked at only every
+   * {@link FD_LOOK_INTERVAL_MS}: an epoll_wait costs more than the rest of
+   * a request at queue depth 1.
    */
-  #poll(until: number): number {
+  #poll(since: number, until: number): number {
+    let last = since;
+    this.#polledWork = false;
     for (;;) {
-      const ready = this.#epoll.wait(0);
-      const now = performance.now();
-      if (ready > 0 || now >= until) return ready;
+      const polling = this.#pollers.size > 0;
+      const served = polling && this.#runPollers();
+      let ready = 0;
+      if (!polling || last - this.#fdsLookedAt >= FD_LOOK_INTERVAL_MS || last < this.#fdsLookedAt) {
+        this.#fdsLookedAt = last;
+        ready = this.#epoll.wait(0);
+      }
+      if (ready > 0 || served) {
+        this.#polledWork = served;
+        this.#polledUntil = last;
+        return ready;
+      }
+      if (last >= until) return 0;
       yieldCpu();
-      if (performance.now() - now > CONTENDED_YIELD_MS) return 0;
+      const now = performance.now();
+      if (now - last > CONTENDED_YIELD_MS) return 0;
+      last = now;
     }
+  }
+
+  /**
+   * Runs every poller (notifications may stay off after: the loop polls or
+   * arms next). A poller that throws is logged and counts as no work.
+   */
+  #runPollers(): boolean {
+    let found = false;
+    this.#pollsNext = true;
+    for (const poller of this.#pollers) {
+      try {
+        if (poller.poll()) found = true;
+      } catch (error) {
+        this.#log.error(`poller failed: ${error instanceof Error ? error.stack : error}`);
+      }
+    }
+    this.#pollsNext = false;
+    return found;
+  }
+
+  /** Turns every poller's notifications back on before a sleep; true if work raced in. */
+  #armPollers(): boolean {
+    let found = false;
+    for (const poller of this.#pollers) {
+      try {
+        if (poller.arm()) found = true;
+      } catch (error) {
+        this.#log.error(`arming a poller failed: ${error instanceof Error ? error.stack : error}`);
+      }
+    }
+    return found;
   }
 
   #runDeferred(): void {

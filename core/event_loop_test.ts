@@ -111,3 +111,51 @@ Deno.test("the poll window opens while work keeps coming and closes when the loo
   loop.close();
   close(fd);
 });
+
+Deno.test("pollers serve rings while the loop polls, and are armed before it sleeps", async () => {
+  const loop = new EventLoop(quiet(), { pollMicros: 200 });
+  const fd = createEventFd();
+  const log: string[] = [];
+  let kicks = 0;
+  let served = 0;
+  let pollsOutsidePolling = 0;
+  // A ring in memory: the poller serves it; its kicks go through `fd`.
+  let waiting = 0;
+  loop.addPoller({
+    poll: () => {
+      // A ring served here may leave its kicks off: the loop polls or arms next.
+      if (!loop.pollsNext) pollsOutsidePolling++;
+      if (waiting === 0) return false;
+      waiting--;
+      served++;
+      log.push("polled");
+      return true;
+    },
+    arm: () => {
+      log.push("armed");
+      // Requests that came while kicks were off are served now, as a kick would.
+      if (waiting === 0) return false;
+      served += waiting;
+      waiting = 0;
+      return true;
+    },
+  });
+  loop.watch(fd, () => {
+    drainEventFd(fd);
+    if (++kicks < 50) signalEventFd(fd);
+    // Work that comes while polling: found in memory, not through the fd.
+    else waiting = 5;
+  });
+  signalEventFd(fd);
+  loop.setTimer(50, () => loop.stop());
+  await loop.run();
+  assert.equal(kicks, 50);
+  assert.equal(served, 5, "every waiting request was served");
+  assert.equal(pollsOutsidePolling, 0);
+  assert.equal(loop.pollsNext, false, "outside handlers, rings arm for real");
+  assert.ok(log.includes("polled"), "the window was open: the ring was polled");
+  assert.equal(log.at(-1), "armed", "armed last, when the loop stopped");
+  loop.unwatch(fd);
+  loop.close();
+  close(fd);
+});

@@ -18,9 +18,20 @@
  * floor and ours and report medians, so machine noise hits both alike.
  * Not a test: it asserts nothing.
  *
+ * Run: deno run --allow-all scripts/bench_core.ts [--baseline PATH]
+ *      [--placements one,two] [--variants default,no-poll,async]
+ *      [--deno-flags=--cpu-prof,--cpu-prof-dir=/tmp/prof]
+ *
+ * `--baseline` (another checkout's tests/echo_device/main.ts) runs that
+ * daemon's default configuration in the same rounds, alternating with ours,
+ * so a change is measured before/after under the same machine noise.
+ * `--placements` and `--variants` narrow a run; `--deno-flags` (comma-separated)
+ * go to every daemon's `deno run`, to profile it.
+ *
  * @module
  */
 
+import { parseArgs } from "node:util";
 import { bit } from "../core/protocol/constants.ts";
 import { read, setNonBlocking } from "../ffi/mod.ts";
 import {
@@ -93,13 +104,14 @@ async function floor(binary: string, placement: Placement): Promise<Figures> {
 
 async function core(
   dir: string,
-  options: { variant: Variant; placement: Placement },
+  options: { variant: Variant; placement: Placement; entry?: string; denoFlags?: string[] },
 ): Promise<{ depth1: Figures; depth64: Figures }> {
   const path = `${dir}/echo.sock`;
-  const daemon = await DaemonProcess.start(ECHO, {
+  const daemon = await DaemonProcess.start(options.entry ?? ECHO, {
     args: ["-s", path, ...VARIANTS[options.variant], "--log-level", "warn"],
     waitFor: [path],
     cpu: options.placement.daemon,
+    denoFlags: options.denoFlags,
   });
   try {
     const frontend = await VhostUserFrontend.connect(path);
@@ -180,17 +192,29 @@ const VARIANTS = {
   "default (adaptive poll)": ["--wait-policy", "hybrid"],
   "--poll-us 0 (no polling)": ["--wait-policy", "hybrid", "--poll-us", "0"],
   "async loop": ["--wait-policy", "async", "--poll-us", "0"],
+  "baseline, default": ["--wait-policy", "hybrid"],
 } as const;
 type Variant = keyof typeof VARIANTS;
 
+/** `--variants` names of the variants ours runs ("baseline" comes from `--baseline`). */
+const VARIANT_FLAGS: Record<string, Variant> = {
+  default: "default (adaptive poll)",
+  "no-poll": "--poll-us 0 (no polling)",
+  async: "async loop",
+};
+
 type Runs = Record<Variant, { depth1: Figures; depth64: Figures }[]>;
 
-function report(placement: Placement, floors: { c: Figures[]; deno: number[] }, runs: Runs): void {
+function report(
+  placement: Placement,
+  floors: { c: Figures[]; deno: number[] },
+  runs: Partial<Runs>,
+): void {
   const floorUs = median(floors.c.map((f) => f.mean));
   const floorP50 = median(floors.c.map((f) => f.p50));
   const denoUs = median(floors.deno);
   const pick = (variant: Variant, depth: "depth1" | "depth64", key: keyof Figures) =>
-    median(runs[variant].map((r) => r[depth][key]));
+    median(runs[variant]!.map((r) => r[depth][key]));
   const fmt = (n: number, digits = 1) => Number.isNaN(n) ? "-" : n.toFixed(digits);
   console.log(
     `\n${placement.name} (front-end on CPU ${placement.frontend}, daemon on CPU ${placement.daemon})\n`,
@@ -209,7 +233,7 @@ function report(placement: Placement, floors: { c: Figures[]; deno: number[] }, 
       fmt(1e6 / denoUs, 0)
     } | ${(denoUs / floorUs).toFixed(2)}x | - |`,
   );
-  for (const policy of Object.keys(VARIANTS) as Variant[]) {
+  for (const policy of Object.keys(runs) as Variant[]) {
     const mean = pick(policy, "depth1", "mean");
     const p50 = pick(policy, "depth1", "p50");
     console.log(
@@ -228,21 +252,42 @@ function report(placement: Placement, floors: { c: Figures[]; deno: number[] }, 
 }
 
 if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      baseline: { type: "string" },
+      placements: { type: "string", default: "one,two" },
+      variants: { type: "string", default: "default,no-poll,async" },
+      "deno-flags": { type: "string", default: "" },
+    },
+  });
+  const placements = PLACEMENTS.filter((p) =>
+    values.placements.split(",").includes(p.name.split(" ")[0])
+  );
+  const variants = values.variants.split(",").map((name) => {
+    const variant = VARIANT_FLAGS[name];
+    if (!variant) throw new Error(`unknown variant '${name}' (default, no-poll, async)`);
+    return variant;
+  });
+  if (values.baseline) variants.push("baseline, default");
+  const denoFlags = values["deno-flags"] ? values["deno-flags"].split(",") : [];
   const dir = Deno.makeTempDirSync({ prefix: "vhost-bench-" });
   try {
     const binary = await buildFloor(dir);
     console.log(
       `Core benchmark: median of ${ROUNDS} rounds; 1-descriptor requests (a 64-byte writable buffer)`,
     );
-    for (const placement of PLACEMENTS) {
+    if (values.baseline) console.log(`baseline: ${values.baseline}`);
+    for (const placement of placements) {
       await pinSelf(placement.frontend);
       const floors = { c: [] as Figures[], deno: [] as number[] };
-      const runs = Object.fromEntries(Object.keys(VARIANTS).map((v) => [v, []])) as unknown as Runs;
+      const runs = Object.fromEntries(variants.map((v) => [v, []])) as unknown as Runs;
       for (let round = 0; round < ROUNDS; round++) {
         floors.c.push(await floor(binary, placement));
         floors.deno.push(await denoPingPong(dir, { rounds: 50_000, cpu: placement.daemon }));
-        for (const variant of Object.keys(VARIANTS) as Variant[]) {
-          runs[variant].push(await core(dir, { variant, placement }));
+        for (const variant of variants) {
+          const entry = variant === "baseline, default" ? values.baseline : undefined;
+          runs[variant].push(await core(dir, { variant, placement, entry, denoFlags }));
         }
         console.error(`${placement.name}: round ${round + 1}/${ROUNDS} done`);
       }

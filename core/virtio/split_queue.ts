@@ -65,6 +65,14 @@ export interface SplitQueueOptions {
   readonly fail: () => void;
   /** Where rejected chains are reported. */
   readonly log: Logger;
+  /**
+   * Asked by {@link SplitQueue.enableNotification}: while it returns true,
+   * the owner polls this ring ({@link SplitQueue.pollAvailable}) and will
+   * call {@link SplitQueue.armNotification} before it sleeps, so
+   * notifications stay off meanwhile and the driver sends no kicks.
+   * Default: never.
+   */
+  readonly deferArming?: () => boolean;
 }
 
 /** A split virtqueue as the device sees it. */
@@ -83,6 +91,7 @@ export class SplitQueue {
   readonly #notify: () => void;
   readonly #fail: () => void;
   readonly #log: Logger;
+  readonly #deferArming: (() => boolean) | null;
   #nextAvail: number;
   #availSeen: number;
   #nextUsed: number;
@@ -90,6 +99,10 @@ export class SplitQueue {
   #signalledUsed: number | null = null;
   #broken = false;
   #rejected = 0;
+  /** Notifications are off only because the owner polls: {@link armNotification} is due. */
+  #unarmed = false;
+  /** The available index at the last {@link pollAvailable} or deferred enable. */
+  #polledIdx = 0;
 
   /** Wraps rings in shared memory. Throws `RangeError` for bad sizes or alignment. */
   constructor(options: SplitQueueOptions) {
@@ -116,6 +129,7 @@ export class SplitQueue {
     this.#notify = options.notify;
     this.#fail = options.fail;
     this.#log = options.log;
+    this.#deferArming = options.deferArming ?? null;
     this.#nextAvail = options.nextAvail & 0xffff;
     this.#availSeen = this.#nextAvail;
     // The used index is not sent for split rings: the ring itself is the truth
@@ -132,6 +146,11 @@ export class SplitQueue {
   /** The used index the device will publish next. */
   get nextUsed(): number {
     return this.#nextUsed;
+  }
+
+  /** Whether VIRTIO_RING_F_EVENT_IDX governs notifications on this ring. */
+  get eventIdx(): boolean {
+    return this.#eventIdx;
   }
 
   /** Whether the driver broke the ring (an impossible available index). */
@@ -215,13 +234,62 @@ export class SplitQueue {
    * Asks the driver for available-buffer notifications again. Returns true
    * if chains arrived meanwhile: the caller must serve them, or it could
    * sleep through a kick that was never sent (§2.7.10).
+   *
+   * While the owner polls the ring (`deferArming`), notifications stay off
+   * (no kick costs the driver a notification, nor us a wake-up): the owner
+   * looks for new chains with {@link pollAvailable} and turns them on with
+   * {@link armNotification} before it sleeps.
    */
   enableNotification(): boolean {
+    if (this.#deferArming !== null && this.#deferArming()) {
+      const more = this.hasAvailable();
+      this.#unarmed = true;
+      this.#polledIdx = this.#availSeen;
+      return more;
+    }
+    return this.armNotification();
+  }
+
+  /**
+   * Takes over a ring another queue object left {@link unarmed} (the same
+   * ring rebuilt), so {@link armNotification} clears all it may have set.
+   */
+  markUnarmed(): void {
+    this.#unarmed = true;
+  }
+
+  /** Whether notifications are off only until the owner's {@link armNotification}. */
+  get unarmed(): boolean {
+    return this.#unarmed;
+  }
+
+  /**
+   * For an {@link unarmed} ring: whether the driver made chains available
+   * since the last look, the kick it did not send. Reads the driver's index
+   * only; the device validates it when it takes the chains.
+   */
+  pollAvailable(): boolean {
+    if (!this.#unarmed || this.#broken) return false;
+    const idx = Atomics.load(this.#avail, 1);
+    if (idx === this.#polledIdx) return false;
+    this.#polledIdx = idx;
+    return true;
+  }
+
+  /**
+   * Turns available-buffer notifications on (§2.7.10), whatever the owner
+   * polls. Returns true if chains arrived meanwhile, as {@link enableNotification}.
+   */
+  armNotification(): boolean {
     if (this.#eventIdx) {
       Atomics.store(this.#usedHeader, 2 + 4 * this.size, this.#nextAvail);
+      // A ring rebuilt with EVENT_IDX may still carry the NO_NOTIFY of its
+      // polled past; the driver ignores it then (§2.7.10), but 0 is the truth.
+      if (this.#unarmed) Atomics.store(this.#usedHeader, 0, 0);
     } else {
       Atomics.store(this.#usedHeader, 0, 0);
     }
+    this.#unarmed = false;
     fullFence();
     return this.hasAvailable();
   }

@@ -17,7 +17,13 @@ const USED = 0x5000;
 
 /** A ring in plain memory where guest-physical address = offset, driven by hand. */
 function rig(
-  options: { size?: number; eventIdx?: boolean; indirect?: boolean; nextAvail?: number } = {},
+  options: {
+    size?: number;
+    eventIdx?: boolean;
+    indirect?: boolean;
+    nextAvail?: number;
+    deferArming?: () => boolean;
+  } = {},
 ) {
   const size = options.size ?? 8;
   const bytes = new Uint8Array(new ArrayBuffer(MEMORY));
@@ -49,6 +55,7 @@ function rig(
     notify: () => counts.notified++,
     fail: () => counts.failed++,
     log: new Logger("test", { level: "trace", sink: (l) => lines.push(l) }),
+    deferArming: options.deferArming,
   });
   const desc = (
     table: number,
@@ -230,6 +237,36 @@ Deno.test("enableNotification reports chains that raced in", () => {
   r.offer(0);
   assert.equal(r.queue.enableNotification(), true);
 });
+
+for (const eventIdx of [true, false]) {
+  Deno.test(`while its owner polls, a ring keeps kicks off until armed (EVENT_IDX ${eventIdx})`, () => {
+    let polling = true;
+    const r = rig({ eventIdx, deferArming: () => polling });
+    const availEvent = () => r.view.getUint16(USED + 4 + 8 * r.size, true);
+    const usedFlags = () => r.view.getUint16(USED, true);
+    r.desc(DESC, 0, { addr: 0x8000, len: 4, flags: WRITE });
+    r.offer(0);
+    assert.deepEqual(serveAvailable(r.queue, () => 4), { served: 1, more: false });
+    assert.ok(r.queue.unarmed, "the pass left notifications to the poller");
+    assert.equal(availEvent(), 0, "avail_event not advanced: the driver's next add sends no kick");
+    assert.equal(usedFlags(), eventIdx ? 0 : 1, "NO_NOTIFY stays set without EVENT_IDX");
+    assert.equal(r.queue.pollAvailable(), false, "nothing new");
+    r.offer(0);
+    assert.equal(r.queue.pollAvailable(), true, "the kick the driver did not send");
+    assert.equal(r.queue.pollAvailable(), false, "reported once");
+    assert.equal(serveAvailable(r.queue, () => 4).served, 1);
+    // A chain that comes while the owner arms is reported, as a kick would be.
+    polling = false;
+    r.offer(0);
+    assert.equal(r.queue.armNotification(), true);
+    assert.equal(r.queue.unarmed, false);
+    assert.equal(r.queue.pollAvailable(), false, "an armed ring is not polled");
+    assert.equal(serveAvailable(r.queue, () => 4).served, 1);
+    assert.equal(r.queue.unarmed, false, "not polling: the pass armed for real");
+    if (eventIdx) assert.equal(availEvent(), 3);
+    else assert.equal(usedFlags(), 0);
+  });
+}
 
 Deno.test("a buffer spanning two adjacent regions resolves to two slices", () => {
   const a = new Uint8Array(new ArrayBuffer(0x1000));

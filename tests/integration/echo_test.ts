@@ -309,6 +309,11 @@ Deno.test("echo: SET_FEATURES on a live ring switches EVENT_IDX without setting 
     );
     s.frontend.setFeatures(FEATURES | bit(30));
     assert.equal(roundTrip(s, { readable: [new Uint8Array([2])], writable: [1] }).data[0], 2);
+    // While its loop polls the ring, the device leaves kicks off; it
+    // publishes avail_event before it sleeps.
+    for (let i = 0; i < 400 && s.queue.readAvailEvent() !== 2; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
     assert.equal(
       s.queue.readAvailEvent(),
       2,
