@@ -14,7 +14,12 @@
  * for QEMU it includes the guest's own TCG execution.
  *
  * Run: deno run --allow-all scripts/bench_rng.ts [--runs 3] [--mib 1]
- *      [--caps 100,300] [--idle-seconds 60]
+ *      [--caps 100,300] [--idle-seconds 60] [--skip-no-poll]
+ *      [--baseline OTHER_CHECKOUT/devices/rng/main.ts]
+ *
+ * `--baseline` adds that daemon in its default configuration to the same
+ * runs (before/after a change, under the same machine noise);
+ * `--skip-no-poll` leaves out the `--poll-us 0` variant.
  *
  * @module
  */
@@ -75,6 +80,8 @@ if (import.meta.main) {
       mib: { type: "string", default: "1" },
       caps: { type: "string", default: "" },
       "idle-seconds": { type: "string", default: "60" },
+      baseline: { type: "string" },
+      "skip-no-poll": { type: "boolean", default: false },
     },
   });
   const runs = Number(values.runs);
@@ -92,7 +99,16 @@ if (import.meta.main) {
       daemon: ours,
       qemuArgs: VHOST_USER(ours.socketPrefix),
     });
-    for (const cap of [0, ...caps]) {
+    if (values.baseline) {
+      const daemon = await startRngDaemon([], { main: values.baseline });
+      daemons.push(daemon);
+      variants.push({
+        name: "baseline (default)",
+        daemon,
+        qemuArgs: VHOST_USER(daemon.socketPrefix),
+      });
+    }
+    for (const cap of [...(values["skip-no-poll"] ? [] : [0]), ...caps]) {
       const daemon = await startRngDaemon(["--poll-us", String(cap)]);
       daemons.push(daemon);
       const name = cap === 0 ? "ours, --poll-us 0 (no polling)" : `ours, --poll-us ${cap}`;

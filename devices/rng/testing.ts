@@ -18,15 +18,16 @@ export type RngDaemonProcess = DaemonProcess & {
 /**
  * Starts `deno run -A devices/rng/main.ts -s <tmp>/rng.sock <args>` at log
  * level info and waits until every socket listens (`socketCount`, default 1).
- * Stopping it removes the temporary directory.
+ * Stopping it removes the temporary directory. `main` runs another
+ * checkout's `main.ts` instead (a benchmark's before/after).
  */
 export async function startRngDaemon(
   args: readonly string[],
-  options: { socketCount?: number } = {},
+  options: { socketCount?: number; main?: string } = {},
 ): Promise<RngDaemonProcess> {
   const dir = await Deno.makeTempDir({ prefix: "rng-" });
   const socketPrefix = `${dir}/rng.sock`;
-  const daemon = await DaemonProcess.start(MAIN, {
+  const daemon = await DaemonProcess.start(options.main ?? MAIN, {
     args: ["-s", socketPrefix, "--log-level", "info", ...args],
     tempDir: dir,
   });
