@@ -8,7 +8,6 @@
  * @module
  */
 
-import { parse as parseYaml } from "yaml";
 import { type OptionSpec, type ParsedOptions, UsageError } from "../../core/cli.ts";
 
 /** Default guest CID. */
@@ -257,8 +256,24 @@ export function parseVmOption(value: string, where = "--vm"): VmConfig {
   return buildVmConfig(entries, where);
 }
 
-/** Parses a YAML config: a top-level `vms:` list of maps with the `--vm` keys. */
+/**
+ * The YAML parser, loaded by {@link loadYamlParser} only when a config file
+ * is given: the npm package brings Node compatibility with it, about 4 MB
+ * of private memory a daemon configured by flags need not pay (bench:memory).
+ */
+let parseYaml: ((source: string) => unknown) | null = null;
+
+/** Loads the YAML parser that {@link parseYamlConfig} and `--config` need. */
+export async function loadYamlParser(): Promise<void> {
+  parseYaml ??= (await import("yaml")).parse;
+}
+
+/**
+ * Parses a YAML config: a top-level `vms:` list of maps with the `--vm`
+ * keys. Call {@link loadYamlParser} first.
+ */
 export function parseYamlConfig(source: string, where = "--config"): VmConfig[] {
+  if (parseYaml === null) throw new Error("parseYamlConfig: loadYamlParser() was not awaited");
   let document: unknown;
   try {
     document = parseYaml(source);
@@ -321,7 +336,8 @@ export function checkDistinct(vms: readonly VmConfig[]): void {
 
 /**
  * The VMs the command line asks for: `--config`, else `--vm`s, else the
- * single-VM flags. `readFile` reads the YAML file (replaceable in tests).
+ * single-VM flags. `readFile` reads the YAML file (replaceable in tests);
+ * with `--config`, {@link loadYamlParser} must have been awaited.
  */
 export function vmConfigsFrom(
   options: ParsedOptions,

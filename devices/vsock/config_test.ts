@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
 import { UsageError } from "../../core/cli.ts";
 import { parseConnectLine } from "./uds_backend.ts";
-import { parseVmOption, parseYamlConfig, vmConfigsFrom } from "./config.ts";
+import { loadYamlParser, parseVmOption, parseYamlConfig, vmConfigsFrom } from "./config.ts";
+
+// The daemon loads the YAML parser only for --config (it costs memory).
+await loadYamlParser();
 
 Deno.test("config: --vm takes snake_case and kebab-case keys, + lists, defaults", () => {
   const vm = parseVmOption("guest-cid=4,socket=/s,uds_path=/u,groups=a+b");

@@ -15,7 +15,7 @@ import {
   runMain,
 } from "../../core/cli.ts";
 import { Daemon } from "../../core/daemon.ts";
-import { vmConfigsFrom, VSOCK_OPTIONS } from "./config.ts";
+import { loadYamlParser, vmConfigsFrom, VSOCK_OPTIONS } from "./config.ts";
 import { CidRegistry } from "./registry.ts";
 import { VsockVm } from "./vm.ts";
 
@@ -32,6 +32,7 @@ if (import.meta.main) {
     const log = loggerFor("vhost_device_vsock", {
       flag: options["log-level"] as string | undefined,
     });
+    if (options.config !== undefined) await loadYamlParser();
     const configs = vmConfigsFrom(options);
     const registry = new CidRegistry();
     const vms: VsockVm[] = [];
