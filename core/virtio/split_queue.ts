@@ -36,6 +36,9 @@ export function vringNeedEvent(
   return ((newIdx - eventIdx - 1) & 0xffff) < ((newIdx - oldIdx) & 0xffff);
 }
 
+/** The buffers of a chain that has none in one direction (shared, never written). */
+const NO_SLICES: readonly GuestSlice[] = Object.freeze([]);
+
 /** Largest total length of a chain: what the le32 `len` of a used element can report. */
 export const MAX_CHAIN_BYTES = 0xffff_ffff;
 
@@ -337,8 +340,10 @@ export class SplitQueue {
 
   #parse(head: number): DescriptorChain {
     const memory = this.#memory;
-    const readable: GuestSlice[] = [];
-    const writable: GuestSlice[] = [];
+    // Most chains have buffers of one direction only (an rng request, a
+    // vsock tx packet): the other side shares one empty array.
+    let readable: GuestSlice[] | null = null;
+    let writable: GuestSlice[] | null = null;
     let readableLength = 0;
     let writableLength = 0;
     let table = this.#desc;
@@ -391,6 +396,7 @@ export class SplitQueue {
         continue;
       }
       if (flags & VIRTQ_DESC_F_WRITE) {
+        writable ??= [];
         if (!memory.resolve(address, length, writable)) throw this.#outside(address, length);
         writableLength += length;
         seenWritable = true;
@@ -398,6 +404,7 @@ export class SplitQueue {
         if (seenWritable) {
           throw new InvalidChainError("device-readable descriptor after a device-writable one");
         }
+        readable ??= [];
         if (!memory.resolve(address, length, readable)) throw this.#outside(address, length);
         readableLength += length;
       }
@@ -409,7 +416,13 @@ export class SplitQueue {
       if (!(flags & VIRTQ_DESC_F_NEXT)) break;
       index = next;
     }
-    return { head, readable, writable, readableLength, writableLength };
+    return {
+      head,
+      readable: readable ?? NO_SLICES,
+      writable: writable ?? NO_SLICES,
+      readableLength,
+      writableLength,
+    };
   }
 
   #outside(address: number, length: number): InvalidChainError {
