@@ -137,7 +137,7 @@ export class Backend {
       let found = false;
       for (let index = 0; index < this.#vrings.length; index++) {
         const queue = this.#vrings[index].queue;
-        if (queue?.unarmed && queue.armNotification()) {
+        if (queue?.unarmed && queue.armPolled()) {
           this.#kick(index);
           found = true;
         }

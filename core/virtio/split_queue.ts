@@ -106,6 +106,10 @@ export class SplitQueue {
   #unarmed = false;
   /** The available index at the last {@link pollAvailable} or deferred enable. */
   #polledIdx = 0;
+  /** With EVENT_IDX: the `avail_event` the device asked for at its deferred enable. */
+  #armAt = 0;
+  /** With EVENT_IDX: {@link pollAvailable} reported the one kick that enable asked for. */
+  #polledKick = false;
 
   /** Wraps rings in shared memory. Throws `RangeError` for bad sizes or alignment. */
   constructor(options: SplitQueueOptions) {
@@ -248,6 +252,8 @@ export class SplitQueue {
       const more = this.hasAvailable();
       this.#unarmed = true;
       this.#polledIdx = this.#availSeen;
+      this.#armAt = this.#nextAvail;
+      this.#polledKick = false;
       return more;
     }
     return this.armNotification();
@@ -272,11 +278,36 @@ export class SplitQueue {
    * only; the device validates it when it takes the chains.
    */
   pollAvailable(): boolean {
-    if (!this.#unarmed || this.#broken) return false;
+    // With EVENT_IDX the driver would kick once, when its index passes
+    // avail_event, until the device asks again: so one report per enable
+    // (without it, every addition would kick).
+    if (!this.#unarmed || this.#broken || this.#polledKick) return false;
     const idx = Atomics.load(this.#avail, 1);
     if (idx === this.#polledIdx) return false;
     this.#polledIdx = idx;
+    this.#polledKick = this.#eventIdx;
     return true;
+  }
+
+  /**
+   * For an {@link unarmed} ring, before its owner sleeps: turns
+   * notifications on as the device's last enable asked (with EVENT_IDX
+   * `avail_event` = the index it was then, so a kick it already had through
+   * {@link pollAvailable} is not asked for twice; without it NO_NOTIFY
+   * cleared). Returns true if chains came since the last look, which the
+   * device must be told of as a kick.
+   */
+  armPolled(): boolean {
+    if (!this.#unarmed) return false;
+    this.#unarmed = false;
+    if (this.#eventIdx) {
+      Atomics.store(this.#usedHeader, 2 + 4 * this.size, this.#armAt);
+    } else {
+      Atomics.store(this.#usedHeader, 0, 0);
+    }
+    fullFence();
+    if (this.#broken || this.#polledKick) return false;
+    return Atomics.load(this.#avail, 1) !== this.#polledIdx;
   }
 
   /**

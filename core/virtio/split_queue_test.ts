@@ -254,7 +254,14 @@ for (const eventIdx of [true, false]) {
     r.offer(0);
     assert.equal(r.queue.pollAvailable(), true, "the kick the driver did not send");
     assert.equal(r.queue.pollAvailable(), false, "reported once");
-    assert.equal(serveAvailable(r.queue, () => 4).served, 1);
+    r.offer(0);
+    // With EVENT_IDX the driver kicks once per avail_event the device set; without it, each time.
+    assert.equal(
+      r.queue.pollAvailable(),
+      !eventIdx,
+      "a second addition before the device asks again",
+    );
+    assert.equal(serveAvailable(r.queue, () => 4).served, 2);
     // A chain that comes while the owner arms is reported, as a kick would be.
     polling = false;
     r.offer(0);
@@ -263,8 +270,22 @@ for (const eventIdx of [true, false]) {
     assert.equal(r.queue.pollAvailable(), false, "an armed ring is not polled");
     assert.equal(serveAvailable(r.queue, () => 4).served, 1);
     assert.equal(r.queue.unarmed, false, "not polling: the pass armed for real");
-    if (eventIdx) assert.equal(availEvent(), 3);
+    if (eventIdx) assert.equal(availEvent(), 4);
     else assert.equal(usedFlags(), 0);
+    // The loop's arm before it sleeps: what the device's last enable asked for, and what came since.
+    polling = true;
+    assert.equal(serveAvailable(r.queue, () => 4).served, 0);
+    assert.ok(r.queue.unarmed);
+    r.offer(0);
+    assert.equal(
+      r.queue.armPolled(),
+      true,
+      "a chain came while the ring was polled: a kick is due",
+    );
+    assert.equal(r.queue.unarmed, false);
+    if (eventIdx) assert.equal(availEvent(), 4);
+    else assert.equal(usedFlags(), 0);
+    assert.equal(r.queue.armPolled(), false, "armed once");
   });
 }
 
