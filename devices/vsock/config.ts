@@ -52,6 +52,11 @@ export interface VmConfig {
   readonly queueSize: number;
   /** Sibling groups. */
   readonly groups: readonly string[];
+  /**
+   * Offer VIRTIO_VSOCK_F_SEQPACKET (our extension: rust-vmm's daemon has no
+   * SOCK_SEQPACKET). Off by default, so the guest sees what upstream offers.
+   */
+  readonly seqpacket: boolean;
 }
 
 /** The device's own command-line options. */
@@ -108,12 +113,18 @@ export const VSOCK_OPTIONS: readonly OptionSpec[] = [
       `Sibling groups, g1+g2+…: VMs sharing a group reach each other by CID [default: ${DEFAULT_GROUP}]`,
   },
   {
+    long: "seqpacket",
+    kind: "flag",
+    help: "Offer SOCK_SEQPACKET connections (VIRTIO_VSOCK_F_SEQPACKET); host programs use " +
+      "<UDS_PATH>_seqpacket and SOCK_SEQPACKET listeners at <UDS_PATH>_P [default: off]",
+  },
+  {
     long: "vm",
     kind: "value",
     multiple: true,
     valueName: "VM",
     help: "One VM: guest-cid=,socket=,uds-path=|forward-cid=[,forward-listen=][,tx-buffer-size=]" +
-      "[,queue-size=][,groups=]; repeatable",
+      "[,queue-size=][,groups=][,seqpacket=on|off]; repeatable",
   },
   {
     long: "config",
@@ -132,6 +143,7 @@ const SINGLE_VM_FLAGS = [
   "tx-buffer-size",
   "queue-size",
   "groups",
+  "seqpacket",
 ] as const;
 
 const KEYS = new Set([
@@ -143,6 +155,7 @@ const KEYS = new Set([
   "tx_buffer_size",
   "queue_size",
   "groups",
+  "seqpacket",
 ]);
 
 /** A value as a VM source gives it: text from the command line, or YAML scalars and lists. */
@@ -167,6 +180,13 @@ function integer(
     );
   }
   return n;
+}
+
+function boolean(value: RawValue, key: string, where: string): boolean {
+  const raw = text(value, key, where).trim().toLowerCase();
+  if (["on", "true", "yes", "1"].includes(raw)) return true;
+  if (["off", "false", "no", "0"].includes(raw)) return false;
+  throw new UsageError(`${where}: invalid ${key} '${raw}': expected on or off`);
 }
 
 function list(value: RawValue, key: string, where: string): string[] {
@@ -225,6 +245,7 @@ export function buildVmConfig(
   const txBufferSize = get("tx_buffer_size");
   const queueSize = get("queue_size");
   const groups = get("groups");
+  const seqpacket = get("seqpacket");
   const config: VmConfig = {
     guestCid: guestCid === undefined
       ? DEFAULT_GUEST_CID
@@ -238,6 +259,7 @@ export function buildVmConfig(
       ? DEFAULT_QUEUE_SIZE
       : integer(queueSize, { key: "queue_size", where, min: 1, max: 32768 }),
     groups: groups === undefined ? [DEFAULT_GROUP] : list(groups, "groups", where),
+    seqpacket: seqpacket === undefined ? false : boolean(seqpacket, "seqpacket", where),
   };
   if ((config.queueSize & (config.queueSize - 1)) !== 0) {
     throw new UsageError(`${where}: queue_size ${config.queueSize} is not a power of 2`);
@@ -292,6 +314,7 @@ export function parseYamlConfig(source: string, where = "--config"): VmConfig[] 
 
 function yamlValue(value: unknown, options: { key: string; where: string }): RawValue {
   if (typeof value === "string" || typeof value === "number") return value;
+  if (typeof value === "boolean") return value ? "on" : "off";
   if (Array.isArray(value) && value.every((v) => typeof v === "string" || typeof v === "number")) {
     return value as (string | number)[];
   }

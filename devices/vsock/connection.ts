@@ -16,6 +16,9 @@
 
 import type { HostStream } from "./host.ts";
 import { TxBuffer } from "./tx_buffer.ts";
+import { Fifo } from "./fifo.ts";
+import { type HostBoundMessage, MessageAssembler, type OutgoingMessage } from "./seqpacket.ts";
+import { VIRTIO_VSOCK_TYPE_SEQPACKET, VIRTIO_VSOCK_TYPE_STREAM } from "./packet.ts";
 
 /** Where a connection is in its life. */
 export type ConnectionState =
@@ -74,6 +77,16 @@ export class Connection {
   readonly bufAlloc: number;
   /** Guest bytes the host did not take yet. */
   readonly txBuffer: TxBuffer;
+  /** §5.10.6: VIRTIO_VSOCK_TYPE_STREAM or VIRTIO_VSOCK_TYPE_SEQPACKET; every packet carries it. */
+  readonly type: number;
+  /** SEQPACKET: the guest message being gathered until its EOM. */
+  readonly assembling: MessageAssembler = new MessageAssembler();
+  /** SEQPACKET: whole guest messages the host socket could not take yet. */
+  readonly hostBound: Fifo<HostBoundMessage> = new Fifo();
+  /** SEQPACKET: bytes in {@link hostBound}. */
+  hostBoundBytes = 0;
+  /** SEQPACKET: the host message on its way to the guest. */
+  outgoing: OutgoingMessage | null = null;
   /** Where it is in its life. */
   state: ConnectionState;
   /** The host stream; `null` once closed. */
@@ -114,7 +127,7 @@ export class Connection {
   /** A connection in `state` over `stream`. */
   constructor(
     ports: { localPort: number; peerPort: number },
-    options: { state: ConnectionState; stream: HostStream; bufAlloc: number },
+    options: { state: ConnectionState; stream: HostStream; bufAlloc: number; seqpacket?: boolean },
   ) {
     this.localPort = ports.localPort;
     this.peerPort = ports.peerPort;
@@ -123,6 +136,25 @@ export class Connection {
     this.stream = options.stream;
     this.bufAlloc = options.bufAlloc;
     this.txBuffer = new TxBuffer(options.bufAlloc);
+    this.type = options.seqpacket ? VIRTIO_VSOCK_TYPE_SEQPACKET : VIRTIO_VSOCK_TYPE_STREAM;
+  }
+
+  /** A SOCK_SEQPACKET connection: messages, not a byte stream. */
+  get seqpacket(): boolean {
+    return this.type === VIRTIO_VSOCK_TYPE_SEQPACKET;
+  }
+
+  /** Nothing the guest sent waits for the host socket (a message still gathering does not count). */
+  get txEmpty(): boolean {
+    return this.txBuffer.empty && this.hostBoundBytes === 0;
+  }
+
+  /**
+   * Guest bytes received and not yet forwarded: they take our buffer, so a
+   * guest that respects credit never has more than `bufAlloc` of them.
+   */
+  get heldBytes(): number {
+    return this.txBuffer.length + this.hostBoundBytes + this.assembling.length;
   }
 
   /** Bytes the guest can still take (§5.10.6.3). */

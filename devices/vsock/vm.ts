@@ -37,7 +37,9 @@ export function createBackend(
   options: { loop: EventLoop; log: Logger },
 ): HostBackend {
   const backend = config.backend;
-  if (backend.kind === "unix") return new UnixHostBackend(backend.udsPath, options);
+  if (backend.kind === "unix") {
+    return new UnixHostBackend(backend.udsPath, { ...options, seqpacket: config.seqpacket });
+  }
   return new VsockHostBackend({
     forwardCid: backend.forwardCid,
     listenPorts: backend.forwardListen,
@@ -88,6 +90,7 @@ export class VsockVm implements VsockPeer {
       guestCid: this.cid,
       queueSize: this.config.queueSize,
       txBufferSize: this.config.txBufferSize,
+      seqpacket: this.config.seqpacket,
       backend: this.#backend,
       route: (packet) => this.#route(packet),
       detached: () => this.#detached(),

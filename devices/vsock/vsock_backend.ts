@@ -49,9 +49,11 @@ export class VsockHostBackend implements HostBackend {
     return null;
   }
 
-  connect(port: number): HostStream {
-    const { fd, pending } = connectVsock(this.#forwardCid, port);
-    return new SocketStream(fd, { pending });
+  /** AF_VSOCK SOCK_SEQPACKET to the forward CID for a guest SEQPACKET connection. */
+  connect(port: number, options: { seqpacket?: boolean } = {}): HostStream {
+    const seqpacket = options.seqpacket ?? false;
+    const { fd, pending } = connectVsock(this.#forwardCid, port, { seqpacket });
+    return new SocketStream(fd, { pending, seqpacket });
   }
 
   close(options: { unwatch?: boolean } = {}): void {
