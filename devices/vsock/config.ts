@@ -36,6 +36,8 @@ export type HostBackendConfig =
     readonly kind: "vsock";
     readonly forwardCid: number;
     readonly forwardListen: readonly number[];
+    /** SOCK_SEQPACKET listeners for host → guest SEQPACKET connections (a vsock port holds one type). */
+    readonly forwardListenSeqpacket: readonly number[];
   };
 
 /** One VM. */
@@ -93,6 +95,12 @@ export const VSOCK_OPTIONS: readonly OptionSpec[] = [
     help: "AF_VSOCK backend: host ports to listen on for connections to the guest, p1+p2+…",
   },
   {
+    long: "forward-listen-seqpacket",
+    kind: "value",
+    valueName: "PORTS",
+    help: "AF_VSOCK backend with --seqpacket: host ports to listen on with SOCK_SEQPACKET, p1+p2+…",
+  },
+  {
     long: "tx-buffer-size",
     kind: "value",
     valueName: "BYTES",
@@ -124,7 +132,7 @@ export const VSOCK_OPTIONS: readonly OptionSpec[] = [
     multiple: true,
     valueName: "VM",
     help: "One VM: guest-cid=,socket=,uds-path=|forward-cid=[,forward-listen=][,tx-buffer-size=]" +
-      "[,queue-size=][,groups=][,seqpacket=on|off]; repeatable",
+      "[,queue-size=][,groups=][,seqpacket=on|off][,forward-listen-seqpacket=]; repeatable",
   },
   {
     long: "config",
@@ -140,6 +148,7 @@ const SINGLE_VM_FLAGS = [
   "uds-path",
   "forward-cid",
   "forward-listen",
+  "forward-listen-seqpacket",
   "tx-buffer-size",
   "queue-size",
   "groups",
@@ -152,6 +161,7 @@ const KEYS = new Set([
   "uds_path",
   "forward_cid",
   "forward_listen",
+  "forward_listen_seqpacket",
   "tx_buffer_size",
   "queue_size",
   "groups",
@@ -221,9 +231,16 @@ export function buildVmConfig(
   const udsPath = get("uds_path");
   const forwardCid = get("forward_cid");
   const forwardListen = get("forward_listen");
+  const forwardListenSeqpacket = get("forward_listen_seqpacket");
+  const ports = (value: RawValue | undefined, key: string): number[] =>
+    value === undefined ? [] : list(value, key, where)
+      .map((port) => integer(port, { key: `${key} port`, where, min: 0, max: 0xffffffff }));
   let backend: HostBackendConfig;
   if (udsPath !== undefined) {
-    if (forwardCid !== undefined || forwardListen !== undefined) {
+    if (
+      forwardCid !== undefined || forwardListen !== undefined ||
+      forwardListenSeqpacket !== undefined
+    ) {
       throw new UsageError(`${where}: uds-path cannot be used with forward-cid or forward-listen`);
     }
     const path = text(udsPath, "uds_path", where);
@@ -233,10 +250,8 @@ export function buildVmConfig(
     backend = {
       kind: "vsock",
       forwardCid: integer(forwardCid, { key: "forward_cid", where, min: 0, max: 0xffffffff }),
-      forwardListen: forwardListen === undefined ? [] : list(forwardListen, "forward_listen", where)
-        .map((port) =>
-          integer(port, { key: "forward_listen port", where, min: 0, max: 0xffffffff })
-        ),
+      forwardListen: ports(forwardListen, "forward_listen"),
+      forwardListenSeqpacket: ports(forwardListenSeqpacket, "forward_listen_seqpacket"),
     };
   } else {
     throw new UsageError(`${where}: one of uds-path or forward-cid is required`);
@@ -261,6 +276,12 @@ export function buildVmConfig(
     groups: groups === undefined ? [DEFAULT_GROUP] : list(groups, "groups", where),
     seqpacket: seqpacket === undefined ? false : boolean(seqpacket, "seqpacket", where),
   };
+  if (
+    config.backend.kind === "vsock" && config.backend.forwardListenSeqpacket.length > 0 &&
+    !config.seqpacket
+  ) {
+    throw new UsageError(`${where}: forward-listen-seqpacket needs seqpacket`);
+  }
   if ((config.queueSize & (config.queueSize - 1)) !== 0) {
     throw new UsageError(`${where}: queue_size ${config.queueSize} is not a power of 2`);
   }

@@ -15,7 +15,12 @@ Deno.test("config: --vm takes snake_case and kebab-case keys, + lists, defaults"
     seqpacket: false,
   });
   const fwd = parseVmOption("socket=/s,forward-cid=1,forward-listen=9000+9001");
-  assert.deepEqual(fwd.backend, { kind: "vsock", forwardCid: 1, forwardListen: [9000, 9001] });
+  assert.deepEqual(fwd.backend, {
+    kind: "vsock",
+    forwardCid: 1,
+    forwardListen: [9000, 9001],
+    forwardListenSeqpacket: [],
+  });
   assert.throws(() => parseVmOption("socket=/s"), UsageError);
   assert.throws(() => parseVmOption("socket=/s,uds-path=/u,forward-cid=1"), UsageError);
   assert.throws(() => parseVmOption("socket=/s,uds-path=/u,guest-cid=1"), UsageError);
@@ -39,7 +44,12 @@ vms:
 `);
   assert.equal(vms.length, 2);
   assert.deepEqual(vms[0].groups, ["group1", "group2"]);
-  assert.deepEqual(vms[1].backend, { kind: "vsock", forwardCid: 1, forwardListen: [9001, 9002] });
+  assert.deepEqual(vms[1].backend, {
+    kind: "vsock",
+    forwardCid: 1,
+    forwardListen: [9001, 9002],
+    forwardListenSeqpacket: [],
+  });
   assert.deepEqual(vms[1].groups, ["group1"]);
   assert.throws(() => parseYamlConfig("vms: []"), UsageError);
   assert.throws(() => parseYamlConfig("vm:\n  - socket: x"), /unknown top-level key/);
@@ -86,6 +96,17 @@ Deno.test("config: seqpacket is off unless --seqpacket, seqpacket=on or a YAML b
   assert.throws(() => parseVmOption("socket=/s,uds-path=/u,seqpacket=maybe"), /seqpacket 'maybe'/);
   const yaml = parseYamlConfig("vms:\n  - socket: /s\n    uds-path: /u\n    seqpacket: true\n");
   assert.equal(yaml[0].seqpacket, true);
+  const fwd = parseVmOption("socket=/s,forward-cid=1,seqpacket=on,forward-listen-seqpacket=7+8");
+  assert.deepEqual(fwd.backend, {
+    kind: "vsock",
+    forwardCid: 1,
+    forwardListen: [],
+    forwardListenSeqpacket: [7, 8],
+  });
+  assert.throws(
+    () => parseVmOption("socket=/s,forward-cid=1,forward-listen-seqpacket=7"),
+    /forward-listen-seqpacket needs seqpacket/,
+  );
   const flags = vmConfigsFrom({ socket: "/s", "uds-path": "/u", seqpacket: true });
   assert.equal(flags[0].seqpacket, true);
   assert.throws(

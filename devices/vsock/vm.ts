@@ -43,6 +43,7 @@ export function createBackend(
   return new VsockHostBackend({
     forwardCid: backend.forwardCid,
     listenPorts: backend.forwardListen,
+    seqpacketPorts: backend.forwardListenSeqpacket,
   }, options);
 }
 

@@ -48,6 +48,7 @@ const REFUSING_PORT = 9001;
 const OUTSIDE_PORT = 9100;
 const NOBODY_PORT = 9200;
 const SEQPACKET_PORT = 9300;
+const SEQPACKET_LISTEN_PORT = 9301;
 
 /** A program on the AF_VSOCK side connects to a --forward-listen port; the inner guest accepts. */
 function programConnects(guest: FakeGuest, port: number): { stream: GuestStream; fd: number } {
@@ -169,11 +170,21 @@ Deno.test("vsock forwarding inside a guest: both directions, half-close, resets"
   }
 });
 
-Deno.test("vsock forwarding inside a guest: SOCK_SEQPACKET to an AF_VSOCK listener keeps messages and EOR", async () => {
+Deno.test("vsock forwarding inside a guest: SOCK_SEQPACKET both ways keeps messages and EOR", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "vsock-fwd-seq-" });
   const socket = `${dir}/vhost.sock`;
   const daemon = await DaemonProcess.start(MAIN, {
-    args: ["--guest-cid", "3", "--socket", socket, "--forward-cid", "1", "--seqpacket"],
+    args: [
+      "--guest-cid",
+      "3",
+      "--socket",
+      socket,
+      "--forward-cid",
+      "1",
+      "--seqpacket",
+      "--forward-listen-seqpacket",
+      String(SEQPACKET_LISTEN_PORT),
+    ],
     waitFor: [socket],
     env: { RUST_LOG: "info" },
     tempDir: dir,
@@ -221,6 +232,36 @@ Deno.test("vsock forwarding inside a guest: SOCK_SEQPACKET to an AF_VSOCK listen
       close(program);
       assert.equal(stream.nextControl().header.op, VIRTIO_VSOCK_OP_SHUTDOWN);
       stream.send(VIRTIO_VSOCK_OP_RST);
+
+      // A program connects SOCK_SEQPACKET to a --forward-listen-seqpacket port.
+      const { fd: inbound } = connectVsock(VMADDR_CID_LOCAL, SEQPACKET_LISTEN_PORT, {
+        seqpacket: true,
+      });
+      const request = guest.take((p) =>
+        p.header.op === VIRTIO_VSOCK_OP_REQUEST && p.header.dstPort === SEQPACKET_LISTEN_PORT
+      );
+      assert.equal(request.header.type, VIRTIO_VSOCK_TYPE_SEQPACKET);
+      const accepted2 = new GuestStream(guest, {
+        port: SEQPACKET_LISTEN_PORT,
+        peerPort: request.header.srcPort,
+        type: VIRTIO_VSOCK_TYPE_SEQPACKET,
+      });
+      accepted2.peerBufAlloc = request.header.bufAlloc;
+      accepted2.send(VIRTIO_VSOCK_OP_RESPONSE);
+      for (const [i, size] of sizes.entries()) {
+        const message = pattern(size, 60 + i);
+        pumpUntil(guest, () => sendMessage(inbound, message), { what: "room to send" });
+        assert.deepEqual(accepted2.readMessage().bytes, message, "program → guest message");
+        const back = pattern(size, 80 + i);
+        accepted2.writeMessage(back, { chunk: 4096 });
+        let got: ReturnType<typeof receiveMessage> = null;
+        pumpUntil(guest, () => (got = receiveMessage(inbound, buffer)) !== null, {
+          what: "the guest's answer",
+        });
+        assert.equal(got!.length, size);
+        assert.deepEqual(buffer.subarray(0, size), back, "guest → program message");
+      }
+      close(inbound);
     } finally {
       guest.close();
     }
