@@ -10,6 +10,7 @@ import { EAGAIN, lastErrno, SyscallError } from "./errno.ts";
 import { addressOf, MSGHDR, MSGHDR_SIZE, setAddress, stableBuffer } from "./structs.ts";
 
 const MSG_TRUNC = 0x20;
+const MSG_DONTWAIT = 0x40;
 const MSG_EOR = 0x80;
 const MSG_NOSIGNAL = 0x4000;
 
@@ -37,6 +38,28 @@ export function sendMessage(
   throw new SyscallError("send", errno, { detail: `fd ${fd}, a ${data.length}-byte message` });
 }
 
+/**
+ * Sends `data` as one message from a helper thread, which waits as long as
+ * the socket needs: the socket must be in blocking mode. For AF_VSOCK
+ * SOCK_SEQPACKET, whose non-blocking send can enqueue part of a message and
+ * then fail with `EAGAIN` when the peer's credit runs out mid-message
+ * (Linux's `vsock_connectible_sendmsg`), leaving the peer a message with no
+ * end that a retry would corrupt. Resolves once the whole message is sent;
+ * rejects otherwise (the helper thread's errno is not visible here).
+ * `data` must stay untouched until then.
+ */
+export async function sendMessageOnHelperThread(
+  fd: number,
+  data: Uint8Array,
+  options: { eor?: boolean } = {},
+): Promise<void> {
+  const flags = MSG_NOSIGNAL | (options.eor ? MSG_EOR : 0);
+  const n = Number(await libc.send_nonblocking(fd, data, BigInt(data.length), flags));
+  if (n !== data.length) {
+    throw new Error(`send of a ${data.length}-byte message on fd ${fd} failed (result ${n})`);
+  }
+}
+
 /** What one {@link receiveMessage} call got. */
 export interface ReceivedMessage {
   /** The message's whole length (0: the peer closed); more than the buffer if truncated. */
@@ -49,8 +72,8 @@ export interface ReceivedMessage {
 
 /**
  * Receives one message into `into`, which must come from `stableBuffer`
- * (its address is handed to the kernel). Returns `null` if the
- * non-blocking socket holds none.
+ * (its address is handed to the kernel). Never waits (`MSG_DONTWAIT`, also
+ * on a blocking socket): returns `null` if the socket holds none.
  */
 export function receiveMessage(fd: number, into: Uint8Array<ArrayBuffer>): ReceivedMessage | null {
   setAddress(iovecView, { offset: 0, value: addressOf(into) });
@@ -59,7 +82,7 @@ export function receiveMessage(fd: number, into: Uint8Array<ArrayBuffer>): Recei
   setAddress(msghdrView, { offset: MSGHDR.iov, value: addressOf(iovec) });
   setAddress(msghdrView, { offset: MSGHDR.iovlen, value: 1 });
   // MSG_TRUNC as a flag: the result is the message's real length even when it did not fit.
-  const n = libc.recvmsg(fd, msghdr, MSG_TRUNC);
+  const n = libc.recvmsg(fd, msghdr, MSG_TRUNC | MSG_DONTWAIT);
   if (n < 0) {
     const errno = lastErrno();
     if (errno === EAGAIN) return null;

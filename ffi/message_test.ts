@@ -3,6 +3,7 @@ import {
   close,
   receiveMessage,
   sendMessage,
+  sendMessageOnHelperThread,
   setNonBlocking,
   socketPair,
   stableBuffer,
@@ -28,6 +29,30 @@ Deno.test("seqpacket: messages keep their boundaries; too long ones report their
     close(a);
     assert.equal(receiveMessage(b, into)?.length, 0);
     assert.throws(() => sendMessage(b, new Uint8Array(1)), SyscallError);
+  } finally {
+    close(b);
+  }
+});
+
+Deno.test("seqpacket: a helper-thread send waits for room, then the message arrives whole", async () => {
+  const [a, b] = socketPair({ seqpacket: true });
+  try {
+    const into = stableBuffer(1 << 20);
+    // Fill a's send buffer until a non-blocking send refuses, then send once more on a
+    // helper thread: it completes only as b reads.
+    setNonBlocking(a, true);
+    let queued = 0;
+    while (sendMessage(a, new Uint8Array(65536).fill(1))) queued++;
+    setNonBlocking(a, false);
+    const last = new Uint8Array(100_000).fill(7);
+    const sent = sendMessageOnHelperThread(a, last, { eor: true });
+    for (let i = 0; i < queued; i++) assert.equal(receiveMessage(b, into)?.length, 65536);
+    await sent;
+    const got = receiveMessage(b, into);
+    assert.equal(got?.length, last.length);
+    assert.deepEqual(into.subarray(0, last.length), last);
+    close(a);
+    await assert.rejects(() => sendMessageOnHelperThread(b, new Uint8Array(1)));
   } finally {
     close(b);
   }

@@ -85,6 +85,8 @@ export class Connection {
   readonly hostBound: Fifo<HostBoundMessage> = new Fifo();
   /** SEQPACKET: bytes in {@link hostBound}. */
   hostBoundBytes = 0;
+  /** SEQPACKET: the head of {@link hostBound} is being sent on a helper thread. */
+  messageInFlight = false;
   /** SEQPACKET: the host message on its way to the guest. */
   outgoing: OutgoingMessage | null = null;
   /** Where it is in its life. */

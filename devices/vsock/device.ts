@@ -643,25 +643,64 @@ export class VsockDevice implements VirtioDevice {
     if (conn.hostBound.length === 1) this.#flushMessages(conn);
   }
 
-  /** SEQPACKET: sends the waiting whole messages to the host socket, in order, until it is full. */
+  /**
+   * SEQPACKET: sends the waiting whole messages to the host socket, in
+   * order, until it is full. A send that waits on a helper thread (AF_VSOCK)
+   * goes on when it is done; until then nothing else is sent.
+   */
   #flushMessages(conn: Connection): void {
     const stream = conn.stream;
-    if (!stream) return;
+    if (!stream || conn.messageInFlight) return;
     for (let message = conn.hostBound.peek(); message; message = conn.hostBound.peek()) {
-      let sent: boolean;
+      let sent: boolean | Promise<void>;
       try {
         sent = stream.sendMessage(message.bytes, { eor: message.eor });
       } catch (error) {
         this.#hostFailed(conn, error);
         return;
       }
-      if (!sent) break;
-      conn.hostBound.shift();
-      conn.hostBoundBytes -= message.bytes.length;
-      conn.forwarded(message.bytes.length);
-      this.#forwardedTo.add(conn);
+      if (sent === false) break;
+      if (sent !== true) {
+        conn.messageInFlight = true;
+        this.#awaitMessage(conn, sent);
+        break;
+      }
+      this.#messageSent(conn);
     }
     this.#setEvents(conn);
+  }
+
+  /** The head of `conn.hostBound` went to the host: it counts as forwarded (§5.10.6.3). */
+  #messageSent(conn: Connection): void {
+    const message = conn.hostBound.shift()!;
+    conn.hostBoundBytes -= message.bytes.length;
+    conn.forwarded(message.bytes.length);
+    this.#forwardedTo.add(conn);
+  }
+
+  /** A message sent on a helper thread: the next goes once it is done, with a CREDIT_UPDATE if due. */
+  #awaitMessage(conn: Connection, sending: Promise<void>): void {
+    const done = (error?: unknown): void => {
+      conn.messageInFlight = false;
+      // A connection closed meanwhile (or a device reset) lost its messages with its stream.
+      if (!conn.stream || conn.removed || !this.#context) return;
+      if (error !== undefined) {
+        this.#hostFailed(conn, error);
+      } else {
+        this.#messageSent(conn);
+        this.#flushMessages(conn);
+        if (conn.stream && conn.txEmpty && conn.closeAfterFlush) {
+          this.#remove(conn, { reset: true });
+        } else if (conn.stream && conn.txEmpty && conn.guestShutSend) {
+          this.#shutHostWrite(conn);
+        }
+      }
+      for (const forwarded of this.#forwardedTo) this.#maybeCreditUpdate(forwarded);
+      this.#forwardedTo.clear();
+      this.#processRx();
+    };
+    const tracked = this.#context?.loop.track(sending) ?? sending;
+    tracked.then(() => done(), (error) => done(error ?? new Error("send failed")));
   }
 
   /**
@@ -867,7 +906,10 @@ export class VsockDevice implements VirtioDevice {
     ) {
       events |= EPOLLIN;
     }
-    if (!conn.txEmpty || conn.state === "host-connecting") events |= EPOLLOUT;
+    // (A message on a helper thread says when it is done: no EPOLLOUT for it.)
+    if ((!conn.txEmpty && !conn.messageInFlight) || conn.state === "host-connecting") {
+      events |= EPOLLOUT;
+    }
     if (conn.events === null) {
       loop.watch(stream.fd, (flags) => this.#onHostEvent(conn, flags), { events });
     } else if (conn.events !== events) {

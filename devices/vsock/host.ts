@@ -16,7 +16,10 @@ import {
   receiveMessage,
   sendBufferSize,
   sendMessage,
+  sendMessageOnHelperThread,
+  setNonBlocking,
   setSendBuffer,
+  shutdownSocket,
   shutdownWrite,
   write,
   writev,
@@ -53,8 +56,13 @@ export interface HostStream {
    * Throws on errors.
    */
   receiveMessage(into: Uint8Array<ArrayBuffer>): ReceivedMessage | null;
-  /** SEQPACKET: sends one whole message; false if the socket is full. Throws on errors. */
-  sendMessage(bytes: Uint8Array, options: { eor: boolean }): boolean;
+  /**
+   * SEQPACKET: sends one whole message; false if the socket is full. Throws
+   * on errors. A promise instead means the send waits on a helper thread
+   * (sockets whose non-blocking send may cut a message): `bytes` must stay
+   * untouched and no other message may be sent until it settles.
+   */
+  sendMessage(bytes: Uint8Array, options: { eor: boolean }): boolean | Promise<void>;
   /** Half-closes: the host peer reads end of file, the stream can still receive. */
   shutdownWrite(): void;
   /**
@@ -102,25 +110,40 @@ export class SocketStream implements HostStream {
   readonly fd: number;
   readonly pending: boolean;
   readonly seqpacket: boolean;
+  readonly #helperThreadSends: boolean;
+  #blocking = false;
   static #defaultSendBuffer: number | null = null;
   #canCount = true;
 
   /**
    * Wraps a (connecting or) connected non-blocking socket, of type
    * SOCK_SEQPACKET if `seqpacket`; the stream owns it from now on.
+   * `helperThreadSends`: messages are sent from a helper thread that may
+   * wait (AF_VSOCK SOCK_SEQPACKET, see ffi's `sendMessageOnHelperThread`).
    */
-  constructor(fd: number, options: { pending?: boolean; seqpacket?: boolean } = {}) {
+  constructor(
+    fd: number,
+    options: { pending?: boolean; seqpacket?: boolean; helperThreadSends?: boolean } = {},
+  ) {
     this.fd = fd;
     this.pending = options.pending ?? false;
     this.seqpacket = options.seqpacket ?? false;
+    this.#helperThreadSends = options.helperThreadSends ?? false;
   }
 
   receiveMessage(into: Uint8Array<ArrayBuffer>): ReceivedMessage | null {
     return receiveMessage(this.fd, into);
   }
 
-  sendMessage(bytes: Uint8Array, options: { eor: boolean }): boolean {
-    return sendMessage(this.fd, bytes, options);
+  sendMessage(bytes: Uint8Array, options: { eor: boolean }): boolean | Promise<void> {
+    if (!this.#helperThreadSends) return sendMessage(this.fd, bytes, options);
+    // Connected by now: the helper thread's send may wait; every other call here does not
+    // (receives pass MSG_DONTWAIT).
+    if (!this.#blocking) {
+      setNonBlocking(this.fd, false);
+      this.#blocking = true;
+    }
+    return sendMessageOnHelperThread(this.fd, bytes, options);
   }
 
   readv(iov: IovecList): number | null {
@@ -162,6 +185,8 @@ export class SocketStream implements HostStream {
   }
 
   close(): void {
+    // A send waiting on a helper thread wakes (EPIPE) instead of waiting for a peer that may never read.
+    if (this.#blocking) shutdownSocket(this.fd);
     close(this.fd);
   }
 }

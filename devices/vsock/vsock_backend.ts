@@ -7,6 +7,8 @@
  * connection goes out as an AF_VSOCK SOCK_SEQPACKET one, and the
  * `--forward-listen-seqpacket` ports listen with SOCK_SEQPACKET (a vsock
  * port is bound by one socket type at a time, so they are separate ports).
+ * Their messages are sent from a helper thread: a non-blocking AF_VSOCK
+ * SOCK_SEQPACKET send can cut a message when the peer's credit runs out.
  *
  * @module
  */
@@ -68,7 +70,7 @@ export class VsockHostBackend implements HostBackend {
   connect(port: number, options: { seqpacket?: boolean } = {}): HostStream {
     const seqpacket = options.seqpacket ?? false;
     const { fd, pending } = connectVsock(this.#forwardCid, port, { seqpacket });
-    return new SocketStream(fd, { pending, seqpacket });
+    return new SocketStream(fd, { pending, seqpacket, helperThreadSends: seqpacket });
   }
 
   close(options: { unwatch?: boolean } = {}): void {
@@ -92,7 +94,8 @@ export class VsockHostBackend implements HostBackend {
         return;
       }
       if (fd === null) return;
-      const stream = new SocketStream(fd, { seqpacket: target.seqpacket });
+      const seqpacket = target.seqpacket;
+      const stream = new SocketStream(fd, { seqpacket, helperThreadSends: seqpacket });
       if (!target.handler(stream, target.port)) stream.close();
     }
   }

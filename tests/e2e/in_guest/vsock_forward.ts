@@ -184,6 +184,9 @@ Deno.test("vsock forwarding inside a guest: SOCK_SEQPACKET both ways keeps messa
       "--seqpacket",
       "--forward-listen-seqpacket",
       String(SEQPACKET_LISTEN_PORT),
+      // More credit for the guest than the listener's 256 KiB: messages must wait whole.
+      "--tx-buffer-size",
+      String(1 << 20),
     ],
     waitFor: [socket],
     env: { RUST_LOG: "info" },
@@ -218,6 +221,19 @@ Deno.test("vsock forwarding inside a guest: SOCK_SEQPACKET both ways keeps messa
         assert.equal(got!.length, size, "guest → AF_VSOCK message size");
         assert.deepEqual(buffer.subarray(0, size), message, "guest → AF_VSOCK message bytes");
         assert.equal(got!.eor, i % 2 === 1, "the guest's EOR is the listener's MSG_EOR");
+      }
+      // Six 60 KB messages while the listener reads nothing: its 256 KiB buffer fills
+      // mid-message, where a non-blocking send would cut one; all arrive whole.
+      const burst = Array.from({ length: 6 }, (_, i) => pattern(60_000, 30 + i));
+      for (const message of burst) stream.writeMessage(message);
+      for (let i = 0; i < 10; i++) guest.poll(50);
+      for (const [i, message] of burst.entries()) {
+        let got: ReturnType<typeof receiveMessage> = null;
+        pumpUntil(guest, () => (got = receiveMessage(program, buffer)) !== null, {
+          what: `burst message ${i}`,
+        });
+        assert.equal(got!.length, message.length, `burst message ${i} size`);
+        assert.deepEqual(buffer.subarray(0, message.length), message, `burst message ${i}`);
       }
       for (const [i, size] of sizes.entries()) {
         const message = pattern(size, 40 + i);
