@@ -1230,8 +1230,12 @@ export class VsockDevice implements VirtioDevice {
     conn.sentToGuest(piece.bytes.length);
     if (message.remaining === 0) {
       conn.outgoing = null;
-      // The next message is read when this connection's turn comes again; a drained socket
-      // then costs one credit update, and EPOLLIN is watched once more.
+      // The next message is read when this connection's turn comes again. A socket that holds
+      // none (FIONREAD) waits for EPOLLIN instead, rather than cost the guest a buffer.
+      if (!conn.hostHup && conn.stream!.readable() === 0) {
+        this.#rxReady.delete(conn);
+        this.#setEvents(conn);
+      }
     }
     return this.#writeConnHeader(chain, conn, {
       op: VIRTIO_VSOCK_OP_RW,

@@ -167,6 +167,12 @@ Deno.test("vsock seqpacket: guest → host and back, message boundaries kept (1 
       assert.equal(stream.nextControl().header.op, VIRTIO_VSOCK_OP_RST);
       assert.ok(hostSeesEof(guest, host));
       close(host);
+      // A STREAM packet on a SEQPACKET connection breaks the protocol: RST.
+      const mixed = guestConnect(guest, { listener, hostPort: 1234, guestPort: 40002 });
+      guest.send({ op: VIRTIO_VSOCK_OP_RW, srcPort: 40002, dstPort: 1234 }, new Uint8Array(3));
+      assert.equal(mixed.stream.nextControl().header.op, VIRTIO_VSOCK_OP_RST);
+      assert.ok(hostSeesEof(guest, mixed.host));
+      close(mixed.host);
       // A stream listener on the port does not take a SEQPACKET connection (as a vsock port).
       const s = new GuestStream(guest, { port: 40001, peerPort: 1235, type: SEQ });
       s.send(VIRTIO_VSOCK_OP_REQUEST);

@@ -2,7 +2,7 @@
 // whose kernel has vsock_loopback: the daemon forwards to CID 1 (the guest
 // itself), the TypeScript front-end plays the inner guest, and this process
 // plays the programs on the AF_VSOCK side. Never run it on the host: there
-// AF_VSOCK belongs to the machine's hypervisor. tests/e2e/vsock_modes_test.ts
+// AF_VSOCK belongs to the machine's hypervisor. tests/e2e/vsock_forward_test.ts
 // boots a guest and runs it there with `deno test --no-check`.
 import assert from "node:assert/strict";
 import {
