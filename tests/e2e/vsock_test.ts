@@ -17,21 +17,9 @@ import {
   stableBuffer,
 } from "../../ffi/mod.ts";
 import { pattern } from "../../devices/vsock/testing/guest_stream.ts";
+import { buildSeqpeer, SEQ_SIZES, SEQPEER_PATH } from "./vsock_seqpeer.ts";
 
 const MAIN = new URL("../../devices/vsock/main.ts", import.meta.url).pathname;
-const SEQPEER = new URL("./in_guest/vsock_seqpeer.c", import.meta.url).pathname;
-/** The message sizes of vsock_seqpeer.c, in order. */
-const SEQ_SIZES = [1, 2, 100, 4095, 4096, 4097, 12345, 65536];
-
-/** Builds the guest's SOCK_SEQPACKET peer, static (the guest has busybox and no libc). */
-async function buildSeqpeer(dir: string): Promise<Uint8Array> {
-  const binary = `${dir}/vsock_seqpeer`;
-  const out = await new Deno.Command("gcc", {
-    args: ["-static", "-O2", "-o", binary, SEQPEER],
-  }).output();
-  if (!out.success) throw new Error(`gcc failed: ${new TextDecoder().decode(out.stderr)}`);
-  return await Deno.readFile(binary);
-}
 
 /** Polls a non-blocking call until it yields something (the ffi calls do not wait). */
 async function poll<T>(what: string, attempt: () => T | null, timeoutMs = 300_000): Promise<T> {
@@ -195,8 +183,7 @@ Deno.test("e2e vsock: a Linux guest over vhost-user-vsock-pci", async () => {
     const guest = await startGuest({
       modules: ["vmw_vsock_virtio_transport"],
       tools: ["socat", "sha256sum"],
-      // Not under /tmp: the guest mounts a tmpfs there.
-      files: { "/opt/vsock_seqpeer": seqpeer },
+      files: { [SEQPEER_PATH]: seqpeer },
       memoryMiB: 768,
       timeoutMs: 600_000,
       qemuArgs: [
@@ -210,10 +197,10 @@ Deno.test("e2e vsock: a Linux guest over vhost-user-vsock-pci", async () => {
         set -u
         S="socat -b 65536"
         # 7./8. SOCK_SEQPACKET both ways, and a host-initiated one echoed back.
-        chmod +x /opt/vsock_seqpeer
-        /opt/vsock_seqpeer send 2 6000 || echo "@@RESULT seq_send_rc $?"
+        chmod +x ${SEQPEER_PATH}
+        ${SEQPEER_PATH} send 2 6000 || echo "@@RESULT seq_send_rc $?"
         # (a failed start still wakes the host, whose connect then fails at once)
-        /opt/vsock_seqpeer echo 6001 || echo "@@RESULT seq_echo_rc $? @@LISTENING_SEQ 6001"
+        ${SEQPEER_PATH} echo 6001 || echo "@@RESULT seq_echo_rc $? @@LISTENING_SEQ 6001"
         dd if=/dev/urandom of=/tmp/out bs=1M count=64 2>/dev/null
         echo "@@RESULT out_sha $(sha256sum /tmp/out | cut -d' ' -f1)"
         t0=$(date +%s)
