@@ -16,8 +16,7 @@
 
 import type { HostStream } from "./host.ts";
 import { TxBuffer } from "./tx_buffer.ts";
-import { Fifo } from "./fifo.ts";
-import { type HostBoundMessage, MessageAssembler, type OutgoingMessage } from "./seqpacket.ts";
+import { MessageQueue, type OutgoingMessage } from "./seqpacket.ts";
 import { VIRTIO_VSOCK_TYPE_SEQPACKET, VIRTIO_VSOCK_TYPE_STREAM } from "./packet.ts";
 
 /** Where a connection is in its life. */
@@ -79,13 +78,9 @@ export class Connection {
   readonly txBuffer: TxBuffer;
   /** §5.10.6: VIRTIO_VSOCK_TYPE_STREAM or VIRTIO_VSOCK_TYPE_SEQPACKET; every packet carries it. */
   readonly type: number;
-  /** SEQPACKET: the guest message being gathered until its EOM. */
-  readonly assembling: MessageAssembler = new MessageAssembler();
-  /** SEQPACKET: whole guest messages the host socket could not take yet. */
-  readonly hostBound: Fifo<HostBoundMessage> = new Fifo();
-  /** SEQPACKET: bytes in {@link hostBound}. */
-  hostBoundBytes = 0;
-  /** SEQPACKET: the head of {@link hostBound} is being sent on a helper thread. */
+  /** SEQPACKET: guest messages for the host (in {@link txBuffer}), whole ones and the one gathering. */
+  readonly messages: MessageQueue;
+  /** SEQPACKET: the head of {@link messages} is being sent on a helper thread. */
   messageInFlight = false;
   /** SEQPACKET: the host message on its way to the guest. */
   outgoing: OutgoingMessage | null = null;
@@ -139,6 +134,7 @@ export class Connection {
     this.bufAlloc = options.bufAlloc;
     this.txBuffer = new TxBuffer(options.bufAlloc);
     this.type = options.seqpacket ? VIRTIO_VSOCK_TYPE_SEQPACKET : VIRTIO_VSOCK_TYPE_STREAM;
+    this.messages = new MessageQueue(this.txBuffer);
   }
 
   /** A SOCK_SEQPACKET connection: messages, not a byte stream. */
@@ -148,15 +144,7 @@ export class Connection {
 
   /** Nothing the guest sent waits for the host socket (a message still gathering does not count). */
   get txEmpty(): boolean {
-    return this.txBuffer.empty && this.hostBoundBytes === 0;
-  }
-
-  /**
-   * Guest bytes received and not yet forwarded: they take our buffer, so a
-   * guest that respects credit never has more than `bufAlloc` of them.
-   */
-  get heldBytes(): number {
-    return this.txBuffer.length + this.hostBoundBytes + this.assembling.length;
+    return this.seqpacket ? this.messages.count === 0 : this.txBuffer.empty;
   }
 
   /** Bytes the guest can still take (§5.10.6.3). */

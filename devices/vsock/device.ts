@@ -621,26 +621,33 @@ export class VsockDevice implements VirtioDevice {
    */
   #messageToHost(conn: Connection, packet: { header: VsockHeader; chain: DescriptorChain }): void {
     const { header, chain } = packet;
-    if (conn.heldBytes + header.len > conn.bufAlloc) {
+    const messages = conn.messages;
+    if (header.len > messages.free) {
       this.#abort(
         conn,
-        `a SEQPACKET message past its credit: ${conn.heldBytes} bytes held, ${header.len} more, ` +
-          `buffer ${conn.bufAlloc}`,
+        `a SEQPACKET message past its credit: ${header.len} more bytes with ` +
+          `${messages.free} of ${conn.bufAlloc} free`,
       );
       return;
     }
-    if (header.len > 0) {
-      conn.assembling.append(
-        readSlices(chain.readable, { skip: VSOCK_HEADER_SIZE, length: header.len }),
-      );
+    // Straight from guest memory into the connection's buffer: one copy.
+    let skip = VSOCK_HEADER_SIZE;
+    let left = header.len;
+    for (const slice of chain.readable) {
+      if (left === 0) break;
+      if (skip >= slice.length) {
+        skip -= slice.length;
+        continue;
+      }
+      const take = Math.min(slice.length - skip, left);
+      const start = slice.offset + skip;
+      messages.append(slice.region.bytes.subarray(start, start + take));
+      left -= take;
+      skip = 0;
     }
     if (!(header.flags & VIRTIO_VSOCK_SEQ_EOM)) return;
-    const bytes = conn.assembling.take();
-    // An empty message would read as end of file on the host socket: it is not carried.
-    if (bytes.length === 0) return;
-    conn.hostBound.push({ bytes, eor: (header.flags & VIRTIO_VSOCK_SEQ_EOR) !== 0 });
-    conn.hostBoundBytes += bytes.length;
-    if (conn.hostBound.length === 1) this.#flushMessages(conn);
+    if (!messages.end({ eor: (header.flags & VIRTIO_VSOCK_SEQ_EOR) !== 0 })) return;
+    if (messages.count === 1) this.#flushMessages(conn);
   }
 
   /**
@@ -651,7 +658,7 @@ export class VsockDevice implements VirtioDevice {
   #flushMessages(conn: Connection): void {
     const stream = conn.stream;
     if (!stream || conn.messageInFlight) return;
-    for (let message = conn.hostBound.peek(); message; message = conn.hostBound.peek()) {
+    for (let message = conn.messages.peek(); message; message = conn.messages.peek()) {
       let sent: boolean | Promise<void>;
       try {
         sent = stream.sendMessage(message.bytes, { eor: message.eor });
@@ -670,11 +677,9 @@ export class VsockDevice implements VirtioDevice {
     this.#setEvents(conn);
   }
 
-  /** The head of `conn.hostBound` went to the host: it counts as forwarded (§5.10.6.3). */
+  /** The head of `conn.messages` went to the host: it counts as forwarded (§5.10.6.3). */
   #messageSent(conn: Connection): void {
-    const message = conn.hostBound.shift()!;
-    conn.hostBoundBytes -= message.bytes.length;
-    conn.forwarded(message.bytes.length);
+    conn.forwarded(conn.messages.shift());
     this.#forwardedTo.add(conn);
   }
 
@@ -797,9 +802,10 @@ export class VsockDevice implements VirtioDevice {
   #flush(conn: Connection): void {
     const stream = conn.stream;
     if (!stream) return;
+    // (A SEQPACKET connection's buffer holds messages: they go whole, never as a byte run.)
     if (conn.seqpacket) this.#flushMessages(conn);
     if (!conn.stream) return;
-    while (!conn.txBuffer.empty) {
+    while (!conn.seqpacket && !conn.txBuffer.empty) {
       const chunk = conn.txBuffer.peek();
       let written: number | null;
       try {

@@ -10,7 +10,9 @@
  * @module
  */
 
+import { Fifo } from "./fifo.ts";
 import { VIRTIO_VSOCK_SEQ_EOM, VIRTIO_VSOCK_SEQ_EOR } from "./packet.ts";
+import type { TxBuffer } from "./tx_buffer.ts";
 
 /** The message flags of an RW packet (EOM, EOR); others are not ours to carry. */
 export const SEQ_FLAGS: number = VIRTIO_VSOCK_SEQ_EOM | VIRTIO_VSOCK_SEQ_EOR;
@@ -24,51 +26,79 @@ export function pieceFlags(flags: number, options: { last: boolean }): number {
   return options.last ? flags : flags & ~SEQ_FLAGS;
 }
 
-/** A guest message being gathered from its RW packets until the one with EOM. */
-export class MessageAssembler {
-  #parts: Uint8Array[] = [];
-  #length = 0;
-
-  /** Bytes gathered so far. */
-  get length(): number {
-    return this.#length;
-  }
-
-  /** Appends a private copy of a packet's payload. */
-  append(bytes: Uint8Array): void {
-    if (bytes.length === 0) return;
-    this.#parts.push(bytes);
-    this.#length += bytes.length;
-  }
-
-  /** The whole message gathered so far (one array), leaving the assembler empty. */
-  take(): Uint8Array {
-    const parts = this.#parts;
-    const length = this.#length;
-    this.clear();
-    if (parts.length === 1) return parts[0];
-    const message = new Uint8Array(length);
-    let at = 0;
-    for (const part of parts) {
-      message.set(part, at);
-      at += part.length;
-    }
-    return message;
-  }
-
-  /** Forgets what was gathered. */
-  clear(): void {
-    this.#parts = [];
-    this.#length = 0;
-  }
-}
-
 /** A whole guest message waiting for the host socket. */
 export interface HostBoundMessage {
-  /** Its bytes. */
+  /** Its bytes: a view of the buffer (or a copy where it wraps), valid until {@link MessageQueue.shift}. */
   readonly bytes: Uint8Array;
   /** The guest ended a record with it (`VIRTIO_VSOCK_SEQ_EOR`): sent with `MSG_EOR`. */
   readonly eor: boolean;
+}
+
+/**
+ * Guest messages on their way to the host socket, in the connection's byte
+ * buffer: the whole messages waiting, then the one being gathered until its
+ * EOM. The bytes share the buffer (at most the `buf_alloc` we advertise)
+ * and each message costs one number more, so a guest sending many tiny
+ * messages costs no more memory than one sending a few large ones.
+ */
+export class MessageQueue {
+  readonly #buffer: TxBuffer;
+  /** Each whole message as `length * 2 + eor`. */
+  readonly #messages = new Fifo<number>();
+  #gathering = 0;
+
+  /** A queue over `buffer` (empty, and used for nothing else). */
+  constructor(buffer: TxBuffer) {
+    this.#buffer = buffer;
+  }
+
+  /** Whole messages waiting. */
+  get count(): number {
+    return this.#messages.length;
+  }
+
+  /** Bytes of the message still being gathered. */
+  get gathering(): number {
+    return this.#gathering;
+  }
+
+  /** Room left in the buffer for more payload. */
+  get free(): number {
+    return this.#buffer.free;
+  }
+
+  /** Appends payload of the message being gathered; throws `RangeError` past the buffer. */
+  append(bytes: Uint8Array): void {
+    this.#buffer.push(bytes);
+    this.#gathering += bytes.length;
+  }
+
+  /**
+   * The EOM: the gathered bytes become a whole message. Returns false for
+   * an empty one, which is not queued (a host reads it as end of file).
+   */
+  end(options: { eor: boolean }): boolean {
+    if (this.#gathering === 0) return false;
+    this.#messages.push(this.#gathering * 2 + (options.eor ? 1 : 0));
+    this.#gathering = 0;
+    return true;
+  }
+
+  /** The oldest whole message, or `null`. */
+  peek(): HostBoundMessage | null {
+    const entry = this.#messages.peek();
+    if (entry === undefined) return null;
+    return { bytes: this.#buffer.head(entry >>> 1), eor: (entry & 1) === 1 };
+  }
+
+  /** Drops the oldest whole message once it was sent; returns its length. */
+  shift(): number {
+    const entry = this.#messages.shift();
+    if (entry === undefined) throw new RangeError("no message to drop");
+    const length = entry >>> 1;
+    this.#buffer.consume(length);
+    return length;
+  }
 }
 
 /** One packet's worth of a host message: its bytes and RW flags. */
