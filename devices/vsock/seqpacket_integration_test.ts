@@ -269,6 +269,15 @@ Deno.test("vsock seqpacket: caps: a guest message past its credit and a host mes
       while (end.header.op === VIRTIO_VSOCK_OP_CREDIT_REQUEST) end = c.nextControl();
       assert.equal(end.header.op, VIRTIO_VSOCK_OP_RST);
       close(host!);
+      // 3000 one-byte messages while the host reads nothing: the socket takes a few hundred,
+      // the rest wait in the connection's 16 KiB (one number each), and all arrive in order.
+      const e = guestConnect(guest, { listener, hostPort: 77, guestPort: 41004 });
+      setNonBlocking(e.host, true);
+      for (let i = 0; i < 3000; i++) e.stream.writeMessage(new Uint8Array([i & 0xff]));
+      for (let i = 0; i < 3000; i++) {
+        assert.deepEqual([...hostMessage(guest, e.host)], [i & 0xff], `tiny message ${i}`);
+      }
+      close(e.host);
       // Within the caps, a whole 16 KiB message both ways.
       const d = guestConnect(guest, { listener, hostPort: 77, guestPort: 41003 });
       setNonBlocking(d.host, true);
