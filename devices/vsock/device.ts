@@ -1230,7 +1230,15 @@ export class VsockDevice implements VirtioDevice {
     }
     const message = conn.outgoing;
     const room = Math.min(conn.peerCredit, chain.writableLength - VSOCK_HEADER_SIZE);
-    if (room <= 0) return this.#nothingToRead(chain, conn);
+    if (room <= 0) {
+      // A buffer with room for a header only (credit is there, or the turn had not come):
+      // it carries our credit, and the message waits for the next buffer.
+      return this.#writeConnHeader(chain, conn, {
+        op: VIRTIO_VSOCK_OP_CREDIT_UPDATE,
+        flags: 0,
+        len: 0,
+      });
+    }
     const piece = message.next(room);
     writeSlices(chain.writable, piece.bytes, { skip: VSOCK_HEADER_SIZE });
     conn.sentToGuest(piece.bytes.length);
