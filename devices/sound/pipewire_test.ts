@@ -17,6 +17,7 @@ import assert from "node:assert/strict";
 import { setParamsRequest, SoundDriver, startSoundDaemon, statusOf, u32s } from "./testing.ts";
 
 const OK = 0x8000;
+const IO_ERR = 0x8003;
 const RECORDER = new URL("./monitor_recorder.ts", import.meta.url).pathname;
 const PERIOD = 4800; // 25 ms of 48 kHz stereo S16
 const PARAMS = { bufferBytes: PERIOD * 16, periodBytes: PERIOD, channels: 2, format: 5, rate: 7 };
@@ -292,6 +293,7 @@ function assertArrived(
  * Plays `audio` (whole periods) through stream 0 and waits until every
  * buffer is back. Between PREPARE and START it awaits `ready` (WirePlumber
  * linking the new stream), so no frame plays before the sink hears it.
+ * `midway` runs once half the buffers are back, the rest still queued.
  * Returns, per returned buffer, its `latency_bytes` less the guest bytes the
  * device can at most have held then (submitted and not yet returned): the
  * host's share of the latency, as the device reported it.
@@ -300,6 +302,7 @@ async function play(
   driver: SoundDriver,
   audio: Uint8Array,
   ready: () => Promise<void> = () => Promise.resolve(),
+  options: { midway?: () => Promise<void> } = {},
 ): Promise<number[]> {
   const pcm = (code: number) => statusOf(driver.control(u32s(code, 0)));
   assert.equal(statusOf(driver.control(setParamsRequest(0, PARAMS))), OK);
@@ -328,6 +331,7 @@ async function play(
       const latency = new DataView(buffer.data.buffer, buffer.data.byteOffset).getUint32(4, true);
       hostLatency.push(latency - (submitted - returned) * PERIOD);
       if (submitted < count) submit();
+      if (returned === count / 2) await options.midway?.();
     }
   }
   assert.equal(pcm(0x105), OK);
@@ -395,7 +399,7 @@ Deno.test("sound pipewire: the guest's samples reach a PipeWire sink sample-exac
   }
 });
 
-Deno.test("sound alsa over pipewire: a pollable PCM (PipeWire's ALSA plugin) paces the guest; samples reach the sink", async () => {
+Deno.test("sound alsa over pipewire: a pollable PCM (PipeWire's ALSA plugin) paces the guest; samples reach the sink; a PCM lost mid-stream leaves the guest on silence at the real rate (IO_ERR on prepare while gone) and plays again once back", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sound-pw-alsa-" });
   const server = new SoundServer(dir);
   await server.start(dir);
@@ -421,6 +425,36 @@ Deno.test("sound alsa over pipewire: a pollable PCM (PipeWire's ALSA plugin) pac
     // PipeWire proof is the test above.
     assertArrived(recorded, audio, "through ALSA", { share: 0.5 });
     assert.doesNotMatch(daemon.log, /cannot be polled/);
+
+    // The PCM's sound server goes away mid-stream (as a USB card unplugged): the guest's
+    // buffers keep coming back, at the real rate, with silence played for them.
+    const blind = noise(PERIOD * 40, 17);
+    let lostAt = 0;
+    await play(driver, blind, () => server.linked(/\|<- ALSA Playback:/), {
+      midway: async () => {
+        await server.stop();
+        lostAt = performance.now();
+      },
+    });
+    const afterLoss = performance.now() - lostAt;
+    await daemon.waitForLog(/ALSA PCM pipewire failed/);
+    console.log(`after the loss: 20 periods (500 ms) came back in ${afterLoss.toFixed(0)} ms`);
+    assert.ok(afterLoss > 250, `the rest came back in ${afterLoss.toFixed(0)} ms: not paced`);
+    assert.ok(daemon.running);
+    // While it is gone, a prepare (the guest's next aplay) cannot open the PCM: IO_ERR.
+    assert.equal(statusOf(driver.control(setParamsRequest(0, PARAMS))), OK);
+    assert.equal(statusOf(driver.control(u32s(0x102, 0))), IO_ERR);
+    assert.ok(daemon.running);
+
+    // The server returns: the guest's next prepare (its next aplay) opens the PCM again.
+    await server.start(dir);
+    const again = noise(PERIOD * 40, 19);
+    const stopAgain = await server.record(`${dir}/again.raw`);
+    await play(driver, again, () => server.linked(/\|<- ALSA Playback:/));
+    await delay(800);
+    assertArrived(await stopAgain(), again, "through ALSA after the server returned", {
+      share: 0.5,
+    });
   } catch (error) {
     console.error(daemon.log.split("\n").filter((l) => !/ (GET|SET|ADD)_/.test(l)).join("\n"));
     throw error;
