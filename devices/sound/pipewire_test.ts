@@ -150,7 +150,8 @@ class SoundServer {
 
   /** Records the sink's monitor (raw S16 stereo) into `path` until the returned function is called. */
   async record(path: string): Promise<() => Promise<Uint8Array>> {
-    const recorder = new Child("deno", ["run", "-A", RECORDER, "vhost-test-sink", path], this.env);
+    const args = ["run", "-A", RECORDER, "vhost-test-sink", path];
+    const recorder = new Child(Deno.execPath(), args, this.env);
     const reader = recorder.process.stdout.pipeThrough(new TextDecoderStream()).getReader();
     const { value = "" } = await reader.read();
     reader.releaseLock();
