@@ -346,7 +346,7 @@ function median(values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)];
 }
 
-Deno.test("sound pipewire: the guest's samples reach a PipeWire sink sample-exact; the daemon outlives a PipeWire restart", async () => {
+Deno.test("sound pipewire: the guest's samples reach a PipeWire sink sample-exact with PipeWire's latency in latency_bytes, capture is paced by PipeWire; the daemon outlives a PipeWire restart", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sound-pw-" });
   const server = new SoundServer(dir);
   await server.start(dir);
@@ -371,6 +371,28 @@ Deno.test("sound pipewire: the guest's samples reach a PipeWire sink sample-exac
     await delay(800); // what PipeWire had queued plays out
     let recorded = await stopRecording();
     assertExact(recorded, first, "first");
+
+    // Capture from the null source (silence), 16 buffers ahead: PipeWire's clock fills them.
+    const pcm = (code: number) => statusOf(driver!.control(u32s(code, 1)));
+    assert.equal(statusOf(driver.control(setParamsRequest(1, PARAMS))), OK);
+    assert.equal(pcm(0x102), OK);
+    await server.linked(/vhost-device-sound\.input:.*\n(.*\n)*?.*\|<- /);
+    for (let i = 0; i < 16; i++) {
+      driver.submit(3, { readable: [u32s(1)], writable: [PERIOD + 8], indirect: true });
+    }
+    const captureStarted = performance.now();
+    assert.equal(pcm(0x104), OK);
+    const captured = driver.collect(3, 16, 10_000);
+    const captureMs = performance.now() - captureStarted;
+    assert.equal(captured.length, 16, "captured buffers returned");
+    for (const buffer of captured) {
+      assert.equal(statusOf(buffer.data.subarray(PERIOD)), OK);
+      assert.ok(buffer.data.subarray(0, PERIOD).every((b) => b === 0), "the null source is silent");
+    }
+    console.log(`capture: 16 periods (400 ms) filled in ${captureMs.toFixed(0)} ms`);
+    assert.ok(captureMs > 250, `400 ms of capture came back in ${captureMs.toFixed(0)} ms`);
+    assert.equal(pcm(0x105), OK);
+    assert.equal(pcm(0x103), OK);
 
     // PipeWire goes away: the guest keeps playing (into silence, at the real rate).
     await server.stop();
