@@ -28,7 +28,7 @@ import {
   SPA_AUDIO_FORMAT_S32_LE,
   SPA_AUDIO_FORMAT_U8,
 } from "../../ffi/pipewire.ts";
-import type { Timer } from "../../core/event_loop.ts";
+import { armTimerFd, close, createTimerFd, drainEventFd } from "../../ffi/mod.ts";
 import type { AudioBackend, HostEnvironment, HostStream, StreamPort } from "./backend.ts";
 import { ClockedStream, MIN_XRUN_GRACE_MS } from "./clocked_stream.ts";
 import {
@@ -94,8 +94,8 @@ class PipeWireHostStream implements HostStream {
   #xrunSent = false;
   /** Frames PipeWire takes per cycle (its quantum), learned from `pw_buffer.requested`. */
   #quantum = 0;
-  /** Tops up a running playback stream between PipeWire's requests. */
-  #topUp: Timer | null = null;
+  /** A timerfd that tops up a running playback stream between PipeWire's requests. */
+  #topUp: number | null = null;
 
   constructor(port: StreamPort, environment: HostEnvironment, loop: () => PipeWireLoop) {
     this.#port = port;
@@ -171,8 +171,7 @@ class PipeWireHostStream implements HostStream {
 
   stop(): void {
     this.#running = false;
-    this.#topUp?.cancel();
-    this.#topUp = null;
+    this.#stopTopUp();
     this.#clock?.stop();
     // Playback keeps flowing (silence from now on) so what PipeWire queued still plays.
     if (this.#port.direction === "input") this.#stream?.setActive(false);
@@ -180,8 +179,7 @@ class PipeWireHostStream implements HostStream {
 
   release(): void {
     this.#running = false;
-    this.#topUp?.cancel();
-    this.#topUp = null;
+    this.#stopTopUp();
     this.#clock?.close();
     this.#clock = null;
     const stream = this.#stream;
@@ -221,6 +219,10 @@ class PipeWireHostStream implements HostStream {
 
   close(): void {
     this.release();
+    if (this.#topUp === null) return;
+    this.#environment.loop.unwatch(this.#topUp);
+    close(this.#topUp);
+    this.#topUp = null;
   }
 
   #useClock(params: PcmParams): void {
@@ -243,8 +245,7 @@ class PipeWireHostStream implements HostStream {
     // Destroying the stream inside its own callback is not allowed: do it after this pass.
     const stream = this.#stream;
     this.#stream = null;
-    this.#topUp?.cancel();
-    this.#topUp = null;
+    this.#stopTopUp();
     this.#environment.loop.defer(() => stream?.destroy());
     this.#useClock(params);
     if (running) this.#clock?.start();
@@ -297,18 +298,29 @@ class PipeWireHostStream implements HostStream {
     }
   }
 
-  /** Re-arms the top-up timer: twice a quantum while the playback stream runs. */
+  /**
+   * Arms the top-up timer: a quantum from now (between 10 and 100 ms), while
+   * the playback stream runs. One timerfd per stream, made on first use.
+   */
   #scheduleTopUp(): void {
     const params = this.#params;
     if (!params || this.#port.direction !== "output") return;
-    const ms = Math.min(Math.max(this.#quantum / params.rate * 500, 5), 50);
-    this.#topUp = this.#environment.loop.setTimer(ms, () => {
-      this.#topUp = null;
-      const stream = this.#stream;
-      if (!this.#running || !stream) return;
-      this.#fill(stream, { starving: false });
-      this.#scheduleTopUp();
-    });
+    if (this.#topUp === null) {
+      const fd = createTimerFd();
+      this.#environment.loop.watch(fd, () => {
+        drainEventFd(fd);
+        const stream = this.#stream;
+        if (!this.#running || !stream) return;
+        this.#fill(stream, { starving: false });
+        this.#scheduleTopUp();
+      });
+      this.#topUp = fd;
+    }
+    armTimerFd(this.#topUp, Math.min(Math.max(this.#quantum / params.rate * 1000, 10), 100));
+  }
+
+  #stopTopUp(): void {
+    if (this.#topUp !== null) armTimerFd(this.#topUp, 0);
   }
 
   /** PCM_XRUN once the guest has left a running stream short for a period (at least 50 ms). */
