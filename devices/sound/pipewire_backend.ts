@@ -271,7 +271,8 @@ class PipeWireHostStream implements HostStream {
    * Playback: queues guest audio, a quantum per buffer, until
    * {@link AHEAD_SECONDS} are queued or the guest has less than a quantum.
    * `starving` (PipeWire asked): if nothing is queued, a buffer goes anyway,
-   * what the guest has then silence, never stale data (upstream #984).
+   * what the guest has then silence, never stale data (upstream #984); so do
+   * the guest's last frames once PipeWire's queue is down to one buffer.
    */
   #fill(stream: PipeWireStream, options: { starving: boolean }): void {
     const params = this.#params;
@@ -280,10 +281,14 @@ class PipeWireHostStream implements HostStream {
     const time = stream.time();
     let queued = time.queued;
     let starving = options.starving && time.queuedBuffers === 0;
+    // At most the buffer PipeWire takes next is queued: the guest's last frames (the end of a
+    // drain, or a guest running late) go now, padded with silence, rather than after the
+    // quantum of silence PipeWire would play once the queue ran dry.
+    const low = time.queuedBuffers <= 1;
     const target = Math.max(2 * this.#quantum, Math.ceil(AHEAD_SECONDS * params.rate));
     while (queued < target) {
       const guest = this.#running ? Math.floor(this.#port.queuedBytes() / frame) : 0;
-      if (guest < this.#quantum && !starving) break;
+      if (guest < this.#quantum && !starving && !(low && guest > 0)) break;
       const buffer = stream.dequeue();
       if (!buffer) break;
       if (buffer.requested > 0) this.#quantum = buffer.requested;
