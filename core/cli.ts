@@ -6,7 +6,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { type ArgOption, parseArgv } from "./args.ts";
 import type { ListenAddress } from "./daemon.ts";
 import { socketPaths } from "./daemon.ts";
 import { DEFAULT_POLL_MICROS } from "./event_loop.ts";
@@ -182,10 +182,7 @@ export function parseCommandLine(
 ): ParsedOptions | "help" | "version" | "capabilities" {
   // `deno task <name> -- <flags>` passes the `--` on (Deno 2.9): it separates nothing here.
   const args = given[0] === "--" ? given.slice(1) : given;
-  const options: Record<
-    string,
-    { type: "string" | "boolean"; short?: string; multiple?: boolean }
-  > = {
+  const options: Record<string, ArgOption> = {
     help: { type: "boolean", short: "h" },
     version: { type: "boolean", short: "V" },
     ...(spec.backendType ? { "print-capabilities": { type: "boolean" as const } } : {}),
@@ -199,14 +196,11 @@ export function parseCommandLine(
   }
   let values: ParsedOptions;
   try {
-    // A plain object: parseArgs returns one without a prototype.
-    const parsed = parseArgs({
-      args: [...args],
+    const parsed = parseArgv(args, {
       options,
-      strict: true,
       allowPositionals: spec.positionals !== undefined,
     });
-    values = { ...parsed.values } as ParsedOptions;
+    values = parsed.values;
     if (spec.positionals) values[spec.positionals.name] = parsed.positionals;
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message.split("\n")[0] : String(error));

@@ -20,7 +20,14 @@
  * leak grows the live heap at every step, garbage V8 has not collected yet
  * does not.
  *
+ * With `--baseline OTHER_CHECKOUT` (e.g. a checkout of main), the same rows
+ * for that checkout's daemons too, alternating which goes first, each row
+ * the median of `--rounds` runs (default 3), and their USS side by side:
+ * USS counts the `deno` executable's pages as private when fewer other Deno
+ * processes map them, so only rows of one run compare.
+ *
  * Run: deno task bench:memory [--cycles 1000] [--variants "|--max-semi-space-size=1"] [--heap]
+ *      [--baseline OTHER_CHECKOUT [--rounds 3]]
  *
  * @module
  */
@@ -34,8 +41,9 @@ import { BenchGuest, GuestStream } from "./bench/vsock_guest.ts";
 import { HeapProbe } from "./bench/heap_probe.ts";
 import { VIRTIO_VSOCK_OP_REQUEST } from "../devices/vsock/packet.ts";
 
-const RNG = new URL("../devices/rng/main.ts", import.meta.url).pathname;
-const VSOCK = new URL("../devices/vsock/main.ts", import.meta.url).pathname;
+const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+const RNG = `${ROOT}/devices/rng/main.ts`;
+const VSOCK = `${ROOT}/devices/vsock/main.ts`;
 const BARE = new URL("./bench/bare_runtime.ts", import.meta.url).pathname;
 const SETTLE_MS = 1500;
 
@@ -114,10 +122,15 @@ async function measure(daemon: DaemonProcess): Promise<Footprint> {
 
 type Rows = [string, Footprint][];
 
-async function rngRows(dir: string, denoFlags: string[], cycles: number): Promise<Rows> {
+async function rngRows(
+  dir: string,
+  denoFlags: string[],
+  options: { cycles: number; root: string },
+): Promise<Rows> {
+  const cycles = options.cycles;
   const rows: Rows = [];
   const prefix = `${dir}/rng.sock`;
-  const daemon = await DaemonProcess.start(RNG, {
+  const daemon = await DaemonProcess.start(`${options.root}/devices/rng/main.ts`, {
     args: ["-s", prefix, "-c", "8", "--log-level", "warn"],
     waitFor: Array.from({ length: 8 }, (_, i) => `${prefix}${i}`),
     denoFlags,
@@ -146,7 +159,8 @@ async function rngRows(dir: string, denoFlags: string[], cycles: number): Promis
   return rows;
 }
 
-async function vsockRows(dir: string, denoFlags: string[]): Promise<Rows> {
+async function vsockRows(dir: string, denoFlags: string[], root: string): Promise<Rows> {
+  const VSOCK = `${root}/devices/vsock/main.ts`;
   const rows: Rows = [];
   const vm = (i: number) => `${dir}/vsock${i}.sock`;
   const vms = Array.from(
@@ -241,6 +255,52 @@ async function heapRows(dir: string, cycles: number): Promise<string[]> {
   return lines;
 }
 
+/** The median of each row's figures over several runs. */
+function medians(runs: Rows[]): Rows {
+  const median = (xs: number[]) => {
+    const sorted = [...xs].sort((a, b) => a - b);
+    const mid = sorted.length >> 1;
+    return sorted.length % 2 ? sorted[mid] : Math.round((sorted[mid - 1] + sorted[mid]) / 2);
+  };
+  return runs[0].map(([name], i) => [name, {
+    rss: median(runs.map((rows) => rows[i][1].rss)),
+    pss: median(runs.map((rows) => rows[i][1].pss)),
+    uss: median(runs.map((rows) => rows[i][1].uss)),
+  }]);
+}
+
+async function bareRow(denoFlags: string[]): Promise<Footprint> {
+  const bare = await DaemonProcess.start(BARE, { args: [], denoFlags });
+  try {
+    return await measure(bare);
+  } finally {
+    await bare.stop();
+  }
+}
+
+/** One pass over every row for the checkout at `root`, the bare runtime first. */
+async function allRows(
+  dir: string,
+  denoFlags: string[],
+  options: { cycles: number; root: string },
+): Promise<Rows> {
+  return [
+    ["bare `deno run` (opens libc only)", await bareRow(denoFlags)],
+    ...await rngRows(dir, denoFlags, options),
+    ...await vsockRows(dir, denoFlags, options.root),
+  ];
+}
+
+function printTable(title: string, rows: Rows): void {
+  const bare = rows[0][1].uss;
+  console.log(`\n${title}\n`);
+  console.log("| process | RSS KiB | PSS KiB | USS KiB | USS above bare |");
+  console.log("| ------- | ------- | ------- | ------- | -------------- |");
+  for (const [name, f] of rows) {
+    console.log(`| ${name} | ${f.rss} | ${f.pss} | ${f.uss} | ${f.uss - bare} |`);
+  }
+}
+
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
@@ -248,6 +308,8 @@ if (import.meta.main) {
       cycles: { type: "string", default: "1000" },
       variants: { type: "string", default: "" },
       heap: { type: "boolean", default: false },
+      baseline: { type: "string" },
+      rounds: { type: "string" },
     },
   });
   const dir = Deno.makeTempDirSync({ prefix: "memory-bench-" });
@@ -259,25 +321,36 @@ if (import.meta.main) {
       console.log("| ------ | ------ | ------------- | ------- |");
       for (const line of lines) console.log(line);
     }
+    const cycles = Number(values.cycles);
+    const rounds = Number(values.rounds ?? (values.baseline ? 3 : 1));
+    const baseline = values.baseline?.replace(/\/$/, "");
     for (const variant of values.heap ? [] : values.variants.split("|")) {
       const denoFlags = variant ? [`--v8-flags=${variant}`] : [];
-      const bare = await DaemonProcess.start(BARE, { args: [], denoFlags });
-      let bareRow: Footprint;
-      try {
-        bareRow = await measure(bare);
-      } finally {
-        await bare.stop();
+      const ours: Rows[] = [];
+      const theirs: Rows[] = [];
+      for (let round = 0; round < rounds; round++) {
+        // Alternate which checkout goes first: the machine's load moves.
+        const order = round % 2 === 0 ? [ROOT, baseline] : [baseline, ROOT];
+        for (const root of order) {
+          if (root === undefined) continue;
+          const rows = await allRows(dir, denoFlags, { cycles, root });
+          (root === ROOT ? ours : theirs).push(rows);
+        }
       }
-      const rows: Rows = [
-        ["bare `deno run` (opens libc only)", bareRow],
-        ...await rngRows(dir, denoFlags, Number(values.cycles)),
-        ...await vsockRows(dir, denoFlags),
-      ];
-      console.log(`\nV8 flags: ${variant || "(none)"}\n`);
-      console.log("| process | RSS KiB | PSS KiB | USS KiB | USS above bare |");
-      console.log("| ------- | ------- | ------- | ------- | -------------- |");
-      for (const [name, f] of rows) {
-        console.log(`| ${name} | ${f.rss} | ${f.pss} | ${f.uss} | ${f.uss - bareRow.uss} |`);
+      const flags = variant || "(none)";
+      const note = rounds > 1 ? `, median of ${rounds} runs` : "";
+      printTable(`This checkout, V8 flags: ${flags}${note}`, medians(ours));
+      if (baseline === undefined) continue;
+      const base = medians(theirs);
+      const mine = medians(ours);
+      printTable(`Baseline ${baseline}, V8 flags: ${flags}${note}`, base);
+      console.log("\nUSS above each run's bare runtime, same run\n");
+      console.log("| process | this checkout KiB | baseline KiB | difference KiB |");
+      console.log("| ------- | ----------------- | ------------ | -------------- |");
+      for (let i = 1; i < mine.length; i++) {
+        const a = mine[i][1].uss - mine[0][1].uss;
+        const b = base[i][1].uss - base[0][1].uss;
+        console.log(`| ${mine[i][0]} | ${a} | ${b} | ${a - b} |`);
       }
     }
   } finally {
