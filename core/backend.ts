@@ -7,7 +7,10 @@
  * @module
  */
 
-import { close, EPOLLET, EPOLLIN, sendWithFds, setNonBlocking, signalEventFd } from "../ffi/mod.ts";
+import { EPOLLET, EPOLLIN } from "../ffi/epoll.ts";
+import { signalEventFd } from "../ffi/eventfd.ts";
+import { close, setNonBlocking } from "../ffi/fd.ts";
+import { sendWithFds } from "../ffi/socket.ts";
 import type { DeviceContext, VirtioDevice } from "./device.ts";
 import type { EventLoop, Poller } from "./event_loop.ts";
 import type { Logger } from "./log.ts";

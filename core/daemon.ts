@@ -7,7 +7,9 @@
  * @module
  */
 
-import { acceptUnix, close, listenUnix, setNonBlocking, SyscallError } from "../ffi/mod.ts";
+import { SyscallError } from "../ffi/errno.ts";
+import { close, setNonBlocking } from "../ffi/fd.ts";
+import { acceptUnix, listenUnix } from "../ffi/socket.ts";
 import { Backend } from "./backend.ts";
 import type { VirtioDevice } from "./device.ts";
 import { EventLoop, type WaitPolicy } from "./event_loop.ts";

@@ -26,17 +26,11 @@
  * @module
  */
 
-import {
-  armTimerFd,
-  close,
-  createEventFd,
-  createTimerFd,
-  drainEventFd,
-  Epoll,
-  EPOLLIN,
-  signalEventFd,
-  yieldCpu,
-} from "../ffi/mod.ts";
+import { Epoll, EPOLLIN } from "../ffi/epoll.ts";
+import { createEventFd, drainEventFd, signalEventFd } from "../ffi/eventfd.ts";
+import { close } from "../ffi/fd.ts";
+import { yieldCpu } from "../ffi/sched.ts";
+import { armTimerFd, createTimerFd } from "../ffi/timerfd.ts";
 import type { Logger } from "./log.ts";
 import { PollWindow } from "./poll_window.ts";
 

@@ -7,7 +7,8 @@
  * @module
  */
 
-import { close, fileSize, type Mapping, mapShared, unmap } from "../../ffi/mod.ts";
+import { close, fileSize } from "../../ffi/fd.ts";
+import { type Mapping, mapShared, unmap } from "../../ffi/memory.ts";
 import type { MemoryRegionDescriptor } from "../protocol/message.ts";
 
 /** A mapped region. Shared by every {@link GuestMemory} that contains it. */

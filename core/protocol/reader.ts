@@ -6,7 +6,8 @@
  * @module
  */
 
-import { close, receiveWithFds } from "../../ffi/mod.ts";
+import { close } from "../../ffi/fd.ts";
+import { receiveWithFds } from "../../ffi/socket.ts";
 import { HEADER_SIZE } from "./constants.ts";
 import { decodeHeader, type Header, ProtocolError } from "./message.ts";
 

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { IOV_MAX, type IovecList } from "../../ffi/mod.ts";
+import { IOV_MAX, type IovecList } from "../../ffi/iovec.ts";
 import type { GuestSlice } from "../memory/guest_memory.ts";
 
 /** A chain the driver made available, ready for the device to serve. */

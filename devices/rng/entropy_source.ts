@@ -9,7 +9,9 @@
 import type { EventLoop } from "../../core/event_loop.ts";
 import type { GuestSlice } from "../../core/memory/guest_memory.ts";
 import { pushIovecs } from "../../core/virtio/descriptor_chain.ts";
-import { close, errnoName, IovecList, openReadOnly, readv, SyscallError } from "../../ffi/mod.ts";
+import { errnoName, SyscallError } from "../../ffi/errno.ts";
+import { close, openReadOnly, readv } from "../../ffi/fd.ts";
+import { IovecList } from "../../ffi/iovec.ts";
 
 /** Where the device gets its bytes; tests substitute a fake. */
 export interface EntropySource {

@@ -13,15 +13,9 @@
  */
 
 import { DeferredPass } from "../../core/deferred_pass.ts";
-import {
-  EPOLLERR,
-  EPOLLHUP,
-  EPOLLIN,
-  EPOLLOUT,
-  IOV_MAX,
-  IovecList,
-  stableBuffer,
-} from "../../ffi/mod.ts";
+import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT } from "../../ffi/epoll.ts";
+import { IOV_MAX, IovecList } from "../../ffi/iovec.ts";
+import { stableBuffer } from "../../ffi/structs.ts";
 import type { DeviceContext, VirtioDevice } from "../../core/device.ts";
 import type { Timer } from "../../core/event_loop.ts";
 import { bit, ProtocolFeature as P } from "../../core/protocol/constants.ts";

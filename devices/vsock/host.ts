@@ -7,23 +7,15 @@
  * @module
  */
 
+import { bytesReadable, close, readv, setNonBlocking, write, writev } from "../../ffi/fd.ts";
+import { type IovecList } from "../../ffi/iovec.ts";
 import {
-  bytesReadable,
-  close,
-  type IovecList,
-  readv,
   type ReceivedMessage,
   receiveMessage,
-  sendBufferSize,
   sendMessage,
   sendMessageOnHelperThread,
-  setNonBlocking,
-  setSendBuffer,
-  shutdownSocket,
-  shutdownWrite,
-  write,
-  writev,
-} from "../../ffi/mod.ts";
+} from "../../ffi/message.ts";
+import { sendBufferSize, setSendBuffer, shutdownSocket, shutdownWrite } from "../../ffi/socket.ts";
 
 /** One host-side connected socket, non-blocking: a byte stream, or SOCK_SEQPACKET. */
 export interface HostStream {

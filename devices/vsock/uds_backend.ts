@@ -18,16 +18,10 @@
  * @module
  */
 
-import {
-  acceptUnix,
-  close,
-  connectUnix,
-  listenUnix,
-  peek,
-  read,
-  receiveMessage,
-  stableBuffer,
-} from "../../ffi/mod.ts";
+import { close, read } from "../../ffi/fd.ts";
+import { receiveMessage } from "../../ffi/message.ts";
+import { acceptUnix, connectUnix, listenUnix, peek } from "../../ffi/socket.ts";
+import { stableBuffer } from "../../ffi/structs.ts";
 import type { EventLoop, Timer } from "../../core/event_loop.ts";
 import type { Logger } from "../../core/log.ts";
 import {

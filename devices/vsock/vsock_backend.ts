@@ -13,7 +13,8 @@
  * @module
  */
 
-import { acceptVsock, close, connectVsock, listenVsock } from "../../ffi/mod.ts";
+import { close } from "../../ffi/fd.ts";
+import { acceptVsock, connectVsock, listenVsock } from "../../ffi/vsock.ts";
 import type { EventLoop } from "../../core/event_loop.ts";
 import type { Logger } from "../../core/log.ts";
 import type { HostBackend, HostConnectHandler, HostStream } from "./host.ts";
