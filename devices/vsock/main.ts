@@ -17,7 +17,7 @@ import {
 import { Daemon } from "../../core/daemon.ts";
 import { loadYamlParser, vmConfigsFrom, VSOCK_OPTIONS } from "./config.ts";
 import { CidRegistry } from "./registry.ts";
-import { VsockVm } from "./vm.ts";
+import { createBackend, VsockVm } from "./vm.ts";
 
 /** The command line: parser, `--help` and man page. */
 export const COMMAND: CommandSpec = {
@@ -43,7 +43,8 @@ if (import.meta.main) {
     });
     for (const config of configs) {
       const vmLog = configs.length > 1 ? log.child(`cid${config.guestCid}`) : log;
-      vms.push(new VsockVm(config, { loop: daemon.loop, log: vmLog, registry }));
+      const backend = await createBackend(config, { loop: daemon.loop, log: vmLog });
+      vms.push(new VsockVm(config, { loop: daemon.loop, log: vmLog, registry, backend }));
     }
     try {
       for (const vm of vms) vm.start();

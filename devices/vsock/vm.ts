@@ -17,7 +17,6 @@ import { describeHeader, VIRTIO_VSOCK_OP_REQUEST, VIRTIO_VSOCK_OP_RST } from "./
 import type { CidRegistry, SiblingPacket, VsockPeer } from "./registry.ts";
 import { resetFor, SiblingFlows } from "./sibling_flows.ts";
 import { UnixHostBackend } from "./uds_backend.ts";
-import { VsockHostBackend } from "./vsock_backend.ts";
 
 /** Options of {@link VsockVm}. */
 export interface VsockVmOptions {
@@ -27,19 +26,25 @@ export interface VsockVmOptions {
   readonly log: Logger;
   /** The process-wide CID map. */
   readonly registry: CidRegistry;
-  /** A host side to use instead of the one the config names (tests). */
-  readonly backend?: HostBackend;
+  /** Its host side, from {@link createBackend} (or a test's). */
+  readonly backend: HostBackend;
 }
 
-/** Builds the host side a VM's config names. */
-export function createBackend(
+/**
+ * Builds the host side a VM's config names. The AF_VSOCK forwarding code is
+ * loaded only when a VM uses it, so a hybrid-vsock daemon does not keep it in
+ * memory (`deno task bench:memory`); the literal specifier lets `deno
+ * compile` bundle it.
+ */
+export async function createBackend(
   config: VmConfig,
   options: { loop: EventLoop; log: Logger },
-): HostBackend {
+): Promise<HostBackend> {
   const backend = config.backend;
   if (backend.kind === "unix") {
     return new UnixHostBackend(backend.udsPath, { ...options, seqpacket: config.seqpacket });
   }
+  const { VsockHostBackend } = await import("./vsock_backend.ts");
   return new VsockHostBackend({
     forwardCid: backend.forwardCid,
     listenPorts: backend.forwardListen,
@@ -71,7 +76,7 @@ export class VsockVm implements VsockPeer {
     this.#registry = options.registry;
     this.#log = options.log;
     this.#limited = new LogLimiter(options.log);
-    this.#backend = options.backend ?? createBackend(config, options);
+    this.#backend = options.backend;
   }
 
   /** Joins the CID registry and starts the host side. */
