@@ -6,7 +6,8 @@
  * - vhost-device-rng idle, serving 1 guest, and serving 8 (`-c 8`),
  * - vhost-device-vsock idle with 1 VM, serving 1 guest, and with 8 VMs
  *   serving 8,
- * - the rng daemon before and after `--cycles` connect/disconnect cycles,
+ * - the rng and vsock daemons before and after `--cycles` connect/disconnect
+ *   cycles (no inspector attached: it has memory of its own),
  *
  * once per `--v8-flags` variant given (default: none, and the variants this
  * project tried). The guests are the TypeScript front-end with memfd guest
@@ -159,8 +160,13 @@ async function rngRows(
   return rows;
 }
 
-async function vsockRows(dir: string, denoFlags: string[], root: string): Promise<Rows> {
-  const VSOCK = `${root}/devices/vsock/main.ts`;
+async function vsockRows(
+  dir: string,
+  denoFlags: string[],
+  options: { cycles: number; root: string },
+): Promise<Rows> {
+  const VSOCK = `${options.root}/devices/vsock/main.ts`;
+  const cycles = options.cycles;
   const rows: Rows = [];
   const vm = (i: number) => `${dir}/vsock${i}.sock`;
   const vms = Array.from(
@@ -182,6 +188,16 @@ async function vsockRows(dir: string, denoFlags: string[], root: string): Promis
     const close = await vsockGuest(`${dir}/one.sock`);
     rows.push(["vsock, 1 VM, serving its guest", await measure(single)]);
     close();
+    if (cycles > 0) {
+      const cycle = async () => (await vsockGuest(`${dir}/one.sock`))();
+      for (let i = 0; i < 50; i++) await cycle();
+      rows.push([`vsock, after 50 connect/disconnect cycles`, await measure(single)]);
+      // Four quarters: V8's heap grows while warming up, then must stay flat.
+      for (const quarter of [1, 2, 3, 4]) {
+        for (let i = 0; i < cycles / 4; i++) await cycle();
+        rows.push([`vsock, after ${(cycles / 4) * quarter} more cycles`, await measure(single)]);
+      }
+    }
   } finally {
     await single.stop();
   }
@@ -287,7 +303,7 @@ async function allRows(
   return [
     ["bare `deno run` (opens libc only)", await bareRow(denoFlags)],
     ...await rngRows(dir, denoFlags, options),
-    ...await vsockRows(dir, denoFlags, options.root),
+    ...await vsockRows(dir, denoFlags, options),
   ];
 }
 
