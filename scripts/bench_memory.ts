@@ -121,7 +121,8 @@ async function measure(daemon: DaemonProcess): Promise<Footprint> {
   return footprint(daemon.pid);
 }
 
-type Rows = [string, Footprint][];
+/** Rows of a table: a process's description and its memory. */
+export type Rows = [string, Footprint][];
 
 async function rngRows(
   dir: string,
@@ -271,8 +272,8 @@ async function heapRows(dir: string, cycles: number): Promise<string[]> {
   return lines;
 }
 
-/** The median of each row's figures over several runs. */
-function medians(runs: Rows[]): Rows {
+/** The median of each row's figures over several runs (rows in the same order in each). */
+export function medians(runs: Rows[]): Rows {
   const median = (xs: number[]) => {
     const sorted = [...xs].sort((a, b) => a - b);
     const mid = sorted.length >> 1;
