@@ -88,8 +88,10 @@ export interface CompileOptions {
 /**
  * The `deno` argv compiling device `name`. Type checking stays on (no
  * `--no-check`): a release binary should not skip it, and it costs seconds.
- * No `--include`: the daemons import everything statically. Throws for a
- * device without a permission entry, so a new device must declare its needs.
+ * No `--include`: every import of the daemons has a literal specifier (the
+ * dynamic ones too: vsock's YAML parser and AF_VSOCK back-end), and `deno
+ * compile` bundles those. Throws for a device without a permission entry, so
+ * a new device must declare its needs.
  */
 export function compileArgs(name: string, options: CompileOptions = {}): string[] {
   return [
