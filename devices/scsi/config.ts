@@ -22,7 +22,7 @@ import { MAX_REQUEST_QUEUES } from "./device.ts";
 export const MAX_LUNS = 256;
 
 /** The I/O engines `--io` selects. */
-export type IoEngine = "io-uring" | "sync";
+export type IoEngine = "auto" | "io-uring" | "sync";
 
 /** The option definitions: parser, `--help` and man page. */
 export const SCSI_COMMAND: CommandSpec = {
@@ -77,8 +77,9 @@ export const SCSI_COMMAND: CommandSpec = {
       long: "io",
       kind: "value",
       valueName: "ENGINE",
-      defaultValue: "io-uring",
-      help: "How the image files are read and written: io-uring, or sync (in the event loop)",
+      defaultValue: "auto",
+      help:
+        "How the image files are read and written: auto (inline where nothing waits on a disk: images on tmpfs/ramfs, cached reads; io_uring for the rest), io-uring (everything), or sync (everything in the event loop)",
     },
     ...LOOP_OPTIONS,
     ...LOG_OPTIONS,
@@ -128,8 +129,8 @@ export function scsiConfig(parsed: ParsedOptions): ScsiConfig {
     );
   }
   const io = String(parsed.io);
-  if (io !== "io-uring" && io !== "sync") {
-    throw new UsageError(`invalid value '${io}' for --io: must be io-uring or sync`);
+  if (io !== "auto" && io !== "io-uring" && io !== "sync") {
+    throw new UsageError(`invalid value '${io}' for --io: must be auto, io-uring or sync`);
   }
   const level = parsed["log-level"];
   if (typeof level === "string" && !isLevel(level)) {

@@ -15,7 +15,7 @@ Deno.test("scsi config: upstream's flags and positional images", () => {
   assert.equal(config.readOnly, true);
   assert.equal(config.solidState, true);
   assert.equal(config.blockSize, 512);
-  assert.equal(config.io, "io-uring");
+  assert.equal(config.io, "auto");
   assert.equal(config.requestQueues, 16);
   const other = parse([
     "--socket-fd",

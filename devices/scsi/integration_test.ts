@@ -1,13 +1,18 @@
 // The real vhost-device-scsi process driven through the TypeScript
 // front-end (frontend/): real socket, memfd guest RAM, eventfds, and
-// real image files, with both I/O engines.
+// real image files, with each I/O engine (auto: LUN 0 on tmpfs, LUN 1 on
+// the disk file system of /tmp, so both of its routes serve).
 import assert from "node:assert/strict";
 import { decodeResponse, ScsiSession, startScsiDaemon, type TestResponse } from "./testing.ts";
 
 const MiB = 1 << 20;
 
-async function image(size: number, fill?: (bytes: Uint8Array) => void): Promise<string> {
-  const path = await Deno.makeTempFile({ prefix: "scsi-image-" });
+async function image(
+  size: number,
+  fill?: (bytes: Uint8Array) => void,
+  dir?: string,
+): Promise<string> {
+  const path = await Deno.makeTempFile({ prefix: "scsi-image-", dir });
   const bytes = new Uint8Array(size);
   fill?.(bytes);
   await Deno.writeFile(path, bytes);
@@ -56,9 +61,9 @@ function pattern(length: number, seed: number): Uint8Array {
   return Uint8Array.from({ length }, (_, i) => (i * 31 + seed * 7 + (i >> 9)) & 0xff);
 }
 
-for (const io of ["io-uring", "sync"]) {
+for (const io of ["auto", "io-uring", "sync"]) {
   Deno.test(`scsi daemon (${io}): identity, capacity, data path, errors, TMF, reconnect`, async () => {
-    const disk0 = await image(4 * MiB);
+    const disk0 = await image(4 * MiB, undefined, io === "auto" ? "/dev/shm" : undefined);
     const disk1 = await image(2 * MiB, (b) => b.set(pattern(4096, 9), 8192));
     await using daemon = await startScsiDaemon(["--io", io, "--num-queues", "2", disk0, disk1]);
     const s = await ScsiSession.connect(daemon.socket, { requestQueues: 2 });
