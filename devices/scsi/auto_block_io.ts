@@ -16,6 +16,11 @@
  *   one continues on io_uring. A file system without `RWF_NOWAIT`
  *   (`EOPNOTSUPP`) sends that file's reads to io_uring from then on.
  * - Writes, flushes and hole punching on other files go through io_uring.
+ * - Transfers larger than {@link INLINE_MAX_BYTES} go through io_uring
+ *   whatever the file: copying a megabyte takes the loop long enough that
+ *   the ring's kernel workers, copying on other CPUs in parallel, win
+ *   (measured: 1 MiB sequential reads at depth 8 reached half the
+ *   throughput inline).
  *
  * One caveat: a tmpfs page swapped out to a swap device is read back from
  * it, in the loop. Hosts that swap tmpfs should use `--io io-uring`.
@@ -35,6 +40,9 @@ import {
 import { type BlockIo, type BlockOp, type BlockOpDone, runBlockOp } from "./block_io.ts";
 
 const EOPNOTSUPP = 95;
+
+/** Largest read or write run inline (a 4 KiB copy costs about a microsecond). */
+export const INLINE_MAX_BYTES = 64 << 10;
 
 /** How the engine treats a file's operations. */
 export type FileRoute =
@@ -95,7 +103,9 @@ export class AutoBlockIo implements BlockIo {
 
   submit(op: BlockOp, done: BlockOpDone): void {
     const route = this.#routes.get(op.fd) ?? "ring";
-    if (route === "memory" || (route === "nowait" && op.kind === "readv")) {
+    const small = op.kind !== "readv" && op.kind !== "writev" ||
+      op.iov.totalLength <= INLINE_MAX_BYTES;
+    if (small && (route === "memory" || (route === "nowait" && op.kind === "readv"))) {
       this.#inline.push({ op, done });
       // A completion's follow-up (the rest of a short transfer) is
       // submitted outside the device's own flush: flush it soon.

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { EventLoop } from "../../core/event_loop.ts";
 import { Logger } from "../../core/log.ts";
 import { addressOf, close, IovecList, openFile, stableBuffer } from "../../ffi/mod.ts";
-import { AutoBlockIo, type FileRoute, fileRoute } from "./auto_block_io.ts";
+import { AutoBlockIo, type FileRoute, fileRoute, INLINE_MAX_BYTES } from "./auto_block_io.ts";
 import { type BlockIo, type BlockOp, SyncBlockIo } from "./block_io.ts";
 import { UringBlockIo } from "./uring_block_io.ts";
 
@@ -125,6 +125,40 @@ Deno.test("block io (auto): a file system without RWF_NOWAIT sends its reads to 
       assert.ok(buffer.every((b) => b === 7));
     }
     assert.deepEqual(io.counts, { inline: 0, ring: 2 });
+  } finally {
+    io.close();
+    loop.stop();
+    await running;
+    loop.close();
+    close(fd);
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("block io (auto): a transfer beyond INLINE_MAX_BYTES goes to the ring, even on tmpfs", async () => {
+  const path = await Deno.makeTempFile({ dir: "/dev/shm" });
+  await Deno.writeFile(path, new Uint8Array(2 * INLINE_MAX_BYTES).fill(5));
+  const fd = openFile(path, { readOnly: true });
+  const loop = new EventLoop(log);
+  const running = loop.run();
+  const io = new AutoBlockIo({
+    loop,
+    ring: new UringBlockIo({ loop, log }),
+    routes: new Map([[fd, fileRoute(fd)]]),
+  });
+  try {
+    const buffer = stableBuffer(2 * INLINE_MAX_BYTES);
+    for (const length of [INLINE_MAX_BYTES, 2 * INLINE_MAX_BYTES]) {
+      const iov = new IovecList(1);
+      iov.push(addressOf(buffer), length);
+      const result = await new Promise<number>((resolve) => {
+        io.submit({ kind: "readv", fd, iov, offset: 0 }, resolve);
+        io.flush();
+      });
+      assert.equal(result, length);
+    }
+    assert.ok(buffer.every((b) => b === 5));
+    assert.deepEqual(io.counts, { inline: 1, ring: 1 });
   } finally {
     io.close();
     loop.stop();
