@@ -125,6 +125,10 @@ export class ScsiDevice implements VirtioDevice {
   /** The ring object last served per queue (the context lends only enabled rings). */
   readonly #rings: (SplitQueue | undefined)[] = [];
   #rejected = 0;
+  /** The header of the request being started: decoded at once, then reused. */
+  readonly #header = new Uint8Array(REQUEST_HEADER_SIZE);
+  /** The response header being written: copied into the ring at once, then reused. */
+  readonly #response = new Uint8Array(RESPONSE_HEADER_SIZE);
 
   /** A device serving `options.target` through `options.io`. */
   constructor(options: ScsiDeviceOptions) {
@@ -230,9 +234,8 @@ export class ScsiDevice implements VirtioDevice {
       });
       return;
     }
-    const request = decodeCommandRequest(
-      readSlices(chain.readable, { length: REQUEST_HEADER_SIZE }),
-    );
+    copyHeader(chain.readable, this.#header);
+    const request = decodeCommandRequest(this.#header);
     const buffers: RequestBuffers = {
       dataOut: skipBytes(chain.readable, REQUEST_HEADER_SIZE),
       dataOutLength: chain.readableLength - REQUEST_HEADER_SIZE,
@@ -286,7 +289,7 @@ export class ScsiDevice implements VirtioDevice {
       status: outcome.status,
       sense: outcome.sense,
       residual,
-    });
+    }, this.#response);
     writeSlices(chain.writable, header);
     queue.addUsed(chain.head, RESPONSE_HEADER_SIZE + outcome.dataIn);
     this.#markDirty(queue);
@@ -433,6 +436,17 @@ export class ScsiDevice implements VirtioDevice {
 /** The LUN a request addresses on target 0, or `null` for any other target or a bad field. */
 function targetLun(address: LunAddress): number | null {
   return address.kind === "lun" && address.target === 0 ? address.lun : null;
+}
+
+/** Copies the first `out.length` bytes of `slices` (which hold at least that many) into `out`. */
+function copyHeader(slices: readonly GuestSlice[], out: Uint8Array): void {
+  const first = slices[0];
+  if (first.length >= out.length) {
+    // The usual case: Linux puts the whole header in one descriptor.
+    out.set(first.region.bytes.subarray(first.offset, first.offset + out.length));
+    return;
+  }
+  out.set(readSlices(slices, { length: out.length }));
 }
 
 /** The distinct regions `chain`'s buffers lie in (usually one). */
