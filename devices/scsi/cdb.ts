@@ -75,7 +75,18 @@ export type Command =
   | { readonly kind: "read-capacity-16"; readonly allocationLength: number }
   | { readonly kind: "read"; readonly lba: number; readonly blocks: number }
   | { readonly kind: "write"; readonly lba: number; readonly blocks: number; readonly fua: boolean }
-  | { readonly kind: "verify"; readonly lba: number; readonly blocks: number }
+  | {
+    readonly kind: "verify";
+    readonly lba: number;
+    readonly blocks: number;
+    /**
+     * BYTCHK (SBC-4 §5.30): 0 checks the medium only, 1 compares it with
+     * the data-out buffer, 3 compares every block with one data-out block.
+     */
+    readonly byteCheck: 0 | 1 | 3;
+    /** The CDB byte of the VERIFICATION LENGTH field (for a sense field pointer). */
+    readonly countByte: number;
+  }
   | { readonly kind: "synchronize-cache"; readonly lba: number; readonly blocks: number }
   | {
     readonly kind: "write-same";
@@ -84,6 +95,8 @@ export type Command =
     readonly unmap: boolean;
     /** No data-out buffer: the block is zeros (WRITE SAME(16) NDOB). */
     readonly ndob: boolean;
+    /** The CDB byte of the NUMBER OF LOGICAL BLOCKS field (for a sense field pointer). */
+    readonly countByte: number;
   }
   | { readonly kind: "unmap"; readonly parameterListLength: number }
   | {
@@ -269,10 +282,12 @@ export function decodeCdb(cdb: Uint8Array): Command | Sense {
     case Opcode.VERIFY_10:
     case Opcode.VERIFY_16: {
       if (cdb[1] & 0xe0) return invalidField(1, 7);
-      // BYTCHK other than 0 (compare with data-out) is not supported.
-      if (cdb[1] & 0x06) return invalidField(1, 2);
+      const byteCheck = (cdb[1] >> 1) & 0x03;
+      // BYTCHK 10b is reserved (SBC-4 Table 73).
+      if (byteCheck === 2) return invalidField(1, 2);
       const { lba, blocks } = lbaAndCount(cdb, opcode);
-      return { kind: "verify", lba, blocks };
+      const countByte = opcode === Opcode.VERIFY_10 ? 7 : 10;
+      return { kind: "verify", lba, blocks, byteCheck: byteCheck as 0 | 1 | 3, countByte };
     }
     case Opcode.SYNCHRONIZE_CACHE_10:
     case Opcode.SYNCHRONIZE_CACHE_16: {
@@ -285,10 +300,11 @@ export function decodeCdb(cdb: Uint8Array): Command | Sense {
       // ANCHOR: anchored blocks are not supported (VPD 0xb2 ANC_SUP=0).
       if (cdb[1] & 0x10) return invalidField(1, 4);
       const { lba, blocks } = lbaAndCount(cdb, opcode);
+      const countByte = opcode === Opcode.WRITE_SAME_10 ? 7 : 10;
       // WSNZ=1 (VPD 0xb0): a count of 0 ("to the end") is refused.
-      if (blocks === 0) return invalidField(opcode === Opcode.WRITE_SAME_10 ? 7 : 10);
+      if (blocks === 0) return invalidField(countByte);
       const ndob = opcode === Opcode.WRITE_SAME_16 && (cdb[1] & 0x01) !== 0;
-      return { kind: "write-same", lba, blocks, unmap: (cdb[1] & 0x08) !== 0, ndob };
+      return { kind: "write-same", lba, blocks, unmap: (cdb[1] & 0x08) !== 0, ndob, countByte };
     }
     case Opcode.UNMAP:
       if (cdb[1] & 0x01) return invalidField(1, 0);

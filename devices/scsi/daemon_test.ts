@@ -156,6 +156,67 @@ Deno.test("scsi daemon: UNMAP and WRITE SAME punch holes; 4096-byte blocks", asy
   }
 });
 
+Deno.test("scsi daemon: VERIFY with BYTCHK compares with the image; WRITE SAME over its limit points at its count", async () => {
+  const path = await Deno.makeTempFile();
+  // Sparse 2 GiB: room for a WRITE SAME(16) longer than its 1 GiB limit.
+  await Deno.truncate(path, 2048 * MiB);
+  const file = await Deno.open(path, { write: true });
+  const stored = Uint8Array.from({ length: 4096 }, (_, i) => (i * 7) & 0xff);
+  await file.write(stored);
+  file.close();
+  await using daemon = await startScsiDaemon([path]);
+  const s = await ScsiSession.connect(daemon.socket);
+  const verify10 = (byteCheck: number, lba: number, blocks: number) => [
+    0x2f,
+    byteCheck << 1,
+    ...be32(lba),
+    0,
+    blocks >> 8,
+    blocks & 0xff,
+    0,
+  ];
+  try {
+    // BYTCHK=1: the same bytes compare equal; one byte off is a MISCOMPARE at its offset.
+    good(s.run({ cdb: verify10(1, 0, 8), dataOut: stored }));
+    const changed = stored.slice();
+    changed[1234] ^= 0xff;
+    let r = s.run({ cdb: verify10(1, 0, 8), dataOut: changed });
+    check(r, 0x0e, 0x1d);
+    assert.equal(r.sense[0], 0xf0, "VALID");
+    assert.deepEqual([...r.sense.subarray(3, 7)], be32(1234), "INFORMATION: the byte offset");
+    // VERIFY(16), BYTCHK=3: one block compared with each block of the range (zeros here).
+    good(
+      s.run({
+        cdb: [0x8f, 0x06, 0, 0, 0, 0, ...be32(16), ...be32(4), 0, 0],
+        dataOut: new Uint8Array(512),
+      }),
+    );
+    r = s.run({
+      cdb: [0x8f, 0x06, 0, 0, 0, 0, ...be32(6), ...be32(4), 0, 0],
+      dataOut: stored.subarray(0, 512),
+    });
+    check(r, 0x0e, 0x1d);
+    // Blocks 6 and 7 hold block 0's bytes; block 8 is zeros: its byte 1 is the first to differ.
+    assert.deepEqual([...r.sense.subarray(3, 7)], be32(2 * 512 + 1));
+    // Too little data-out for the range: OVERRUN; beyond the image: LBA OUT OF RANGE.
+    assert.equal(s.run({ cdb: verify10(1, 0, 8), dataOut: stored.subarray(0, 512) }).response, 1);
+    check(s.run({ cdb: verify10(3, 4194303, 2), dataOut: new Uint8Array(512) }), 5, 0x21);
+    // BYTCHK=0 checks the range only.
+    good(s.run({ cdb: verify10(0, 0, 8) }));
+    // WRITE SAME(16) of 2^21 + 1 blocks (over 1 GiB): INVALID FIELD at byte 10, the count.
+    r = s.run({
+      cdb: [0x93, 0, 0, 0, 0, 0, 0, 0, 0, 0, ...be32(0x200001), 0, 0],
+      dataOut: new Uint8Array(512),
+    });
+    check(r, 5, 0x24);
+    assert.deepEqual([...r.sense.subarray(15, 18)], [0xc0, 0, 10]);
+  } finally {
+    s.close();
+    await daemon.stop();
+    await Deno.remove(path);
+  }
+});
+
 Deno.test("scsi daemon: TMFs wait for the requests they cover; random requests never end the daemon", async () => {
   const path = await Deno.makeTempFile();
   await Deno.truncate(path, 16 * MiB);

@@ -13,7 +13,12 @@ import { pushIovecs, readSlices, writeSlices } from "../../core/virtio/descripto
 import { addressOf, errnoName, IovecList, stableBuffer } from "../../ffi/mod.ts";
 import type { BlockIo } from "./block_io.ts";
 import type { Command } from "./cdb.ts";
-import { type DiskParameters, MAX_UNMAP_DESCRIPTORS, maxUnmapBlocks } from "./disk_parameters.ts";
+import {
+  type DiskParameters,
+  MAX_UNMAP_DESCRIPTORS,
+  maxTransferBlocks,
+  maxUnmapBlocks,
+} from "./disk_parameters.ts";
 import { standardInquiry, vpdPage } from "./inquiry.ts";
 import { modeSense } from "./mode_pages.ts";
 import { readCapacity10, readCapacity16 } from "./reports.ts";
@@ -22,6 +27,7 @@ import {
   fixedSense,
   invalidField,
   invalidParameter,
+  miscompare,
   ScsiStatus,
   type Sense,
   Senses,
@@ -175,11 +181,7 @@ export class LogicalUnit {
       case "write":
         return this.#readWrite(command, buffers, done);
       case "verify":
-        // BYTCHK=0: the medium is a file the kernel already checks; only the range is.
-        if (this.#outOfRange(command.lba, command.blocks)) {
-          return done(checkCondition(Senses.LBA_OUT_OF_RANGE));
-        }
-        return done(noData(buffers));
+        return this.#verify(command, buffers, done);
       case "synchronize-cache":
         return this.#synchronizeCache(command, buffers, done);
       case "write-same":
@@ -261,6 +263,62 @@ export class LogicalUnit {
     step();
   }
 
+  /**
+   * VERIFY (SBC-4 §5.30). BYTCHK=0: the medium is a file the kernel
+   * already checks; only the range is. BYTCHK=1 or 3: the range is read
+   * and compared with the data-out buffer (3: one block, for each block);
+   * the first byte that differs is reported as MISCOMPARE with its offset
+   * in the INFORMATION field.
+   */
+  #verify(
+    command: Extract<Command, { kind: "verify" }>,
+    buffers: RequestBuffers,
+    done: OutcomeDone,
+  ): void {
+    const { blockSize } = this.disk;
+    const { lba, blocks, byteCheck } = command;
+    if (byteCheck === 0) {
+      if (this.#outOfRange(lba, blocks)) return done(checkCondition(Senses.LBA_OUT_OF_RANGE));
+      return done(noData(buffers));
+    }
+    const expected = byteCheck === 1 ? blocks * blockSize : blocks > 0 ? blockSize : 0;
+    if (buffers.dataInLength > 0 || expected > buffers.dataOutLength) return done(OVERRUN);
+    if (this.#outOfRange(lba, blocks)) return done(checkCondition(Senses.LBA_OUT_OF_RANGE));
+    if (blocks > maxTransferBlocks(blockSize)) {
+      return done(invalidFieldOutcome(command.countByte));
+    }
+    if (blocks === 0) return done(noData(buffers));
+    const data = readSlices(buffers.dataOut, { length: expected });
+    const medium = stableBuffer(blocks * blockSize);
+    this.#readInto(medium, lba * blockSize, (errno) => {
+      if (errno !== 0) return done(this.#ioError("read", errno));
+      for (let at = 0; at < medium.length; at++) {
+        const want = byteCheck === 1 ? data[at] : data[at % blockSize];
+        if (medium[at] !== want) return done(checkCondition(miscompare(at)));
+      }
+      done(good({ dataOut: expected }));
+    });
+  }
+
+  /** Reads `buffer.length` bytes of the image at `offset` into `buffer` (kept referenced until done). */
+  #readInto(buffer: Uint8Array, offset: number, done: (errno: number) => void): void {
+    const address = addressOf(buffer);
+    const iov = new IovecList(1);
+    let progress = 0;
+    const step = (): void => {
+      iov.clear();
+      iov.push(address + progress, buffer.length - progress);
+      this.#io.submit({ kind: "readv", fd: this.#fd, iov, offset: offset + progress }, (result) => {
+        if (result < 0) return done(-result);
+        if (result === 0) return done(EIO);
+        progress += result;
+        if (progress < buffer.length) step();
+        else done(0);
+      });
+    };
+    step();
+  }
+
   #ioError(operation: string, errno: number): Outcome {
     this.#log.error(`${operation} on the image failed: ${errnoName(errno)} (${errno})`);
     if (operation === "read") return checkCondition(Senses.UNRECOVERED_READ_ERROR);
@@ -299,7 +357,9 @@ export class LogicalUnit {
     if (this.#outOfRange(command.lba, command.blocks)) {
       return done(checkCondition(Senses.LBA_OUT_OF_RANGE));
     }
-    if (command.blocks > maxUnmapBlocks(blockSize)) return done(invalidFieldOutcome(10));
+    if (command.blocks > maxUnmapBlocks(blockSize)) {
+      return done(invalidFieldOutcome(command.countByte));
+    }
     const pattern = command.ndob
       ? new Uint8Array(blockSize)
       : readSlices(buffers.dataOut, { length: blockSize });
