@@ -15,6 +15,7 @@ export const Opcode = {
   READ_6: 0x08,
   WRITE_6: 0x0a,
   INQUIRY: 0x12,
+  MODE_SELECT_6: 0x15,
   MODE_SENSE_6: 0x1a,
   START_STOP_UNIT: 0x1b,
   READ_CAPACITY_10: 0x25,
@@ -24,6 +25,7 @@ export const Opcode = {
   SYNCHRONIZE_CACHE_10: 0x35,
   WRITE_SAME_10: 0x41,
   UNMAP: 0x42,
+  MODE_SELECT_10: 0x55,
   MODE_SENSE_10: 0x5a,
   READ_16: 0x88,
   WRITE_16: 0x8a,
@@ -69,6 +71,12 @@ export type Command =
     readonly pageCode: number;
     readonly subpageCode: number;
     readonly allocationLength: number;
+  }
+  | {
+    readonly kind: "mode-select";
+    /** MODE SELECT(10) rather than (6): an 8-byte parameter header. */
+    readonly ten: boolean;
+    readonly parameterListLength: number;
   }
   | { readonly kind: "start-stop-unit" }
   | { readonly kind: "read-capacity-10" }
@@ -131,6 +139,7 @@ export const SUPPORTED_COMMANDS: readonly SupportedCommand[] = [
   { opcode: 0x08, usage: [0x08, 0x1f, 0xff, 0xff, 0xff, C] },
   { opcode: 0x0a, usage: [0x0a, 0x1f, 0xff, 0xff, 0xff, C] },
   { opcode: 0x12, usage: [0x12, 0x01, 0xff, 0xff, 0xff, C] },
+  { opcode: 0x15, usage: [0x15, 0x11, 0, 0, 0xff, C] },
   { opcode: 0x1a, usage: [0x1a, 0x08, 0xff, 0xff, 0xff, C] },
   { opcode: 0x1b, usage: [0x1b, 0x01, 0, 0x0f, 0xf7, C] },
   { opcode: 0x25, usage: [0x25, 0, 0, 0, 0, 0, 0, 0, 0, C] },
@@ -140,6 +149,7 @@ export const SUPPORTED_COMMANDS: readonly SupportedCommand[] = [
   { opcode: 0x35, usage: [0x35, 0x02, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, C] },
   { opcode: 0x41, usage: [0x41, 0xf8, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, C] },
   { opcode: 0x42, usage: [0x42, 0x01, 0, 0, 0, 0, 0, 0xff, 0xff, C] },
+  { opcode: 0x55, usage: [0x55, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, C] },
   { opcode: 0x5a, usage: [0x5a, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, C] },
   { opcode: 0x88, usage: [0x88, 0xf8, ...ones(8), ...ones(4), 0, C] },
   { opcode: 0x8a, usage: [0x8a, 0xf8, ...ones(8), ...ones(4), 0, C] },
@@ -243,6 +253,14 @@ export function decodeCdb(cdb: Uint8Array): Command | Sense {
         subpageCode: cdb[3],
         allocationLength: ten ? be16(cdb, 7) : cdb[4],
       };
+    }
+    case Opcode.MODE_SELECT_6:
+    case Opcode.MODE_SELECT_10: {
+      // PF=1 (pages as SPC-4 formats them), SP=0 (nothing is saved), as scsi-hd.
+      if ((cdb[1] & 0x10) === 0) return invalidField(1, 4);
+      if (cdb[1] & 0x01) return invalidField(1, 0);
+      const ten = opcode === Opcode.MODE_SELECT_10;
+      return { kind: "mode-select", ten, parameterListLength: ten ? be16(cdb, 7) : cdb[4] };
     }
     case Opcode.START_STOP_UNIT:
       // Nothing to spin or eject: every power condition is accepted as is.

@@ -48,7 +48,14 @@ Deno.test("cdb: an LBA of 2^53 or more is out of every image", () => {
 Deno.test("cdb: refusals carry the sense and field the standards name", () => {
   assert.equal(decodeCdb(cdb(0xff)), Senses.INVALID_COMMAND_OPERATION_CODE);
   assert.equal(decodeCdb(cdb(0x7f)), Senses.INVALID_COMMAND_OPERATION_CODE, "variable length");
-  assert.equal(decodeCdb(cdb(0x15)), Senses.INVALID_COMMAND_OPERATION_CODE, "MODE SELECT(6)");
+  assert.equal(decodeCdb(cdb(0x04)), Senses.INVALID_COMMAND_OPERATION_CODE, "FORMAT UNIT");
+  assert.deepEqual(decodeCdb(cdb(0x15, 0x00, 0, 0, 12, 0)), invalidField(1, 4), "MODE SELECT PF=0");
+  assert.deepEqual(decodeCdb(cdb(0x15, 0x11, 0, 0, 12, 0)), invalidField(1, 0), "SP=1");
+  assert.deepEqual(decodeCdb(cdb(0x55, 0x10, 0, 0, 0, 0, 0, 1, 4, 0)), {
+    kind: "mode-select",
+    ten: true,
+    parameterListLength: 260,
+  });
   // NACA in the control byte.
   assert.deepEqual(decodeCdb(cdb(0x00, 0, 0, 0, 0, 0x04)), {
     ...Senses.INVALID_FIELD_IN_CDB,
@@ -94,6 +101,8 @@ Deno.test("cdb: every supported command decodes, with usage data as long as its 
     // WRITE SAME needs a block count (WSNZ).
     if (command.opcode === 0x41) bytes[8] = 1;
     if (command.opcode === 0x93) bytes[13] = 1;
+    // MODE SELECT needs PF.
+    if (command.opcode === 0x15 || command.opcode === 0x55) bytes[1] = 0x10;
     const decoded = decodeCdb(bytes);
     assert.ok(
       !isSense(decoded),

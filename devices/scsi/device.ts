@@ -141,6 +141,8 @@ export class ScsiDevice implements VirtioDevice {
 
   activate(context: DeviceContext): void {
     this.#context = context;
+    // A front-end starting the device is a power on: defaults, and a unit attention.
+    this.#target.powerOn();
   }
 
   readConfig(offset: number, length: number): Uint8Array {
@@ -390,9 +392,11 @@ export class ScsiDevice implements VirtioDevice {
     const task = (): boolean =>
       [...this.#inFlight].some((r) => r.lun === lun && r.id === request.id);
     if (request.subtype === TmfSubtype.I_T_NEXUS_RESET) {
+      this.#target.reset();
       return { waiting: () => this.#inFlight.size > 0 };
     }
     if (!this.#target.unit(lun)) return VirtioScsiResponse.INCORRECT_LUN;
+    if (request.subtype === TmfSubtype.LOGICAL_UNIT_RESET) this.#target.reset(lun);
     switch (request.subtype) {
       case TmfSubtype.ABORT_TASK:
         return { waiting: task };

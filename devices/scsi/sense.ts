@@ -19,6 +19,7 @@ export const SenseKey = {
   MEDIUM_ERROR: 0x3,
   HARDWARE_ERROR: 0x4,
   ILLEGAL_REQUEST: 0x5,
+  UNIT_ATTENTION: 0x6,
   DATA_PROTECT: 0x7,
   ABORTED_COMMAND: 0xb,
   MISCOMPARE: 0xe,
@@ -56,6 +57,11 @@ export const Senses = {
   UNRECOVERED_READ_ERROR: { key: SenseKey.MEDIUM_ERROR, asc: 0x11, ascq: 0x00 },
   WRITE_ERROR: { key: SenseKey.MEDIUM_ERROR, asc: 0x0c, ascq: 0x00 },
   INTERNAL_TARGET_FAILURE: { key: SenseKey.HARDWARE_ERROR, asc: 0x44, ascq: 0x00 },
+  POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED: {
+    key: SenseKey.UNIT_ATTENTION,
+    asc: 0x29,
+    ascq: 0x00,
+  },
   MISCOMPARE_DURING_VERIFY_OPERATION: { key: SenseKey.MISCOMPARE, asc: 0x1d, ascq: 0x00 },
 } as const satisfies Record<string, Sense>;
 
