@@ -13,6 +13,7 @@
  *
  * Run: deno task bench:scsi [--runs 3] [--runtime 5] [--mib 256] [--host-only]
  * [--jobs randread-4k-qd32,...] (a subset of {@link JOBS}, by name)
+ * [--alt="--io io-uring"] (the second configuration of ours: daemon flags)
  *
  * @module
  */
@@ -279,6 +280,7 @@ if (import.meta.main) {
       mib: { type: "string", default: "256" },
       "host-only": { type: "boolean", default: false },
       jobs: { type: "string", default: JOBS.map((j) => j.name).join(",") },
+      alt: { type: "string", default: "--io io-uring" },
     },
   });
   const jobs = selectJobs(values.jobs);
@@ -297,7 +299,8 @@ if (import.meta.main) {
     Deno.exit(0);
   }
   const auto = await startScsiDaemon([image]);
-  const uring = await startScsiDaemon(["--io", "io-uring", image]);
+  const altArgs = values.alt.split(" ").filter((a) => a !== "");
+  const uring = await startScsiDaemon([...altArgs, image]);
   const qsdSocket = `${dir}/qsd.sock`;
   const qsd = new Deno.Command("qemu-storage-daemon", {
     args: [
@@ -326,7 +329,7 @@ if (import.meta.main) {
       match: slot("10.0"),
     },
     {
-      name: "ours (--io io-uring)",
+      name: `ours (${altArgs.join(" ")})`,
       qemuArgs: [
         "-chardev",
         `socket,id=c1,path=${uring.socket}`,
