@@ -56,6 +56,8 @@ import {
 export const MAX_QUEUE_SIZE = 1024;
 /** Request queues offered: QEMU's `num_queues` may ask for up to this many. */
 export const MAX_REQUEST_QUEUES = 16;
+/** A yield longer than this (20 µs) means the CPU is contended: ring polling stops. */
+const CONTENDED_YIELD_MS = 0.02;
 /** Requests started per pass over one queue before the loop serves other fds. */
 export const BUDGET = 256;
 
@@ -257,10 +259,13 @@ export class ScsiDevice implements VirtioDevice {
       this.#polling.delete(index);
       if (this.#context !== context || context.queue(index) !== queue) return;
       if (queue.hasAvailable()) return this.#serveRequests(index);
-      if ((performance.now() - since) * 1000 < context.loop.pollWindowMicros) {
+      const now = performance.now();
+      if ((now - since) * 1000 < context.loop.pollWindowMicros) {
         // Nothing yet: let a thread waiting for this CPU run first (the guest's, maybe).
         yieldCpu();
-        return this.#pollRing(index, since);
+        // A yield that took long ran another task's time slice: the CPU is
+        // contended, so stop polling and sleep until a kick, as the loop does.
+        if (performance.now() - now <= CONTENDED_YIELD_MS) return this.#pollRing(index, since);
       }
       if (queue.enableNotification()) this.#serveRequests(index);
     });
