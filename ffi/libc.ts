@@ -69,6 +69,15 @@ export const SYMBOLS = {
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   // ssize_t sendmsg(int sockfd, const struct msghdr *msg, int flags);
   sendmsg: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  // ssize_t send(int sockfd, const void *buf, size_t len, int flags);
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  // The same on a helper thread, for a send that must wait (AF_VSOCK SOCK_SEQPACKET messages).
+  send_nonblocking: {
+    name: "send",
+    parameters: ["i32", "buffer", "usize", "i32"],
+    result: "isize",
+    nonblocking: true,
+  },
   // ssize_t recv(int sockfd, void *buf, size_t len, int flags);
   recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   // ssize_t recvmsg(int sockfd, struct msghdr *msg, int flags);

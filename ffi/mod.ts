@@ -14,6 +14,7 @@ export * from "./epoll.ts";
 export * from "./timerfd.ts";
 export * from "./memory.ts";
 export * from "./socket.ts";
+export * from "./message.ts";
 export * from "./vsock.ts";
 export * from "./sched.ts";
 export * from "./i2c_dev.ts";

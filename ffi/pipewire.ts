@@ -47,6 +47,8 @@ export const PIPEWIRE_SYMBOLS = {
   pw_stream_dequeue_buffer: { parameters: ["pointer"], result: "pointer" },
   // int pw_stream_queue_buffer(struct pw_stream *stream, struct pw_buffer *buffer);
   pw_stream_queue_buffer: { parameters: ["pointer", "pointer"], result: "i32" },
+  // int pw_stream_get_time_n(struct pw_stream *stream, struct pw_time *time, size_t size);
+  pw_stream_get_time_n: { parameters: ["pointer", "buffer", "usize"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type PipeWireSymbols = Deno.DynamicLibrary<typeof PIPEWIRE_SYMBOLS>["symbols"];
@@ -64,6 +66,13 @@ function pipewire(): PipeWireSymbols {
         error instanceof Error ? error.message : error
       }`,
     );
+  }
+  // As pw-cat does: the context loads client-rt.conf, whose module-rt gives the stream's data
+  // thread (it hands the graph one buffer per cycle) real-time priority where RLIMIT_RTPRIO or
+  // rtkit allow, and is skipped elsewhere. On a loaded host a normal-priority data thread missed
+  // graph cycles, and PipeWire then dropped a quantum. A caller's own choice stands.
+  if (Deno.env.get("PIPEWIRE_CONFIG_NAME") === undefined) {
+    Deno.env.set("PIPEWIRE_CONFIG_NAME", "client-rt.conf");
   }
   library.pw_init(null, null);
   return library;
@@ -103,7 +112,10 @@ const SPA_TYPE_Int = 4;
 const SPA_TYPE_Array = 13;
 const SPA_TYPE_Object = 15;
 const SPA_TYPE_OBJECT_Format = 0x40003;
+const SPA_TYPE_OBJECT_ParamBuffers = 0x40004;
 const SPA_PARAM_EnumFormat = 3;
+const SPA_PARAM_Buffers = 5;
+const SPA_PARAM_BUFFERS_buffers = 1;
 const SPA_FORMAT_mediaType = 1;
 const SPA_FORMAT_mediaSubtype = 2;
 const SPA_FORMAT_AUDIO_format = 0x10001;
@@ -146,6 +158,22 @@ export function audioFormatPod(format: AudioFormat): Uint8Array<ArrayBuffer> {
     words.push(...format.positions);
     if (format.positions.length % 2 === 1) words.push(0);
   }
+  const out = new Uint8Array(8 + 4 * words.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, 4 * words.length, true);
+  view.setUint32(4, SPA_TYPE_Object, true);
+  words.forEach((word, i) => view.setUint32(8 + 4 * i, word >>> 0, true));
+  return out;
+}
+
+/**
+ * A `Buffers` object pod asking for `count` buffers: the only property
+ * given, so the peer's size, stride and block count stand (spa_pod_filter
+ * keeps the properties the filter lacks).
+ */
+export function buffersPod(count: number): Uint8Array<ArrayBuffer> {
+  const words = [SPA_TYPE_OBJECT_ParamBuffers, SPA_PARAM_Buffers];
+  words.push(SPA_PARAM_BUFFERS_buffers, 0, 4, SPA_TYPE_Int, count, 0);
   const out = new Uint8Array(8 + 4 * words.length);
   const view = new DataView(out.buffer);
   view.setUint32(0, 4 * words.length, true);
@@ -230,6 +258,24 @@ export interface StreamOptions {
   readonly properties: string;
   /** The format offered. */
   readonly format: AudioFormat;
+  /**
+   * Buffers to ask for (PipeWire's default is 2): more let a playback
+   * stream queue several quanta ahead and a capture stream fall behind by
+   * several quanta without losing one.
+   */
+  readonly buffers?: number;
+}
+
+/** A stream's timing (`struct pw_time`), read with `pw_stream_get_time_n`. */
+export interface StreamTime {
+  /** Seconds from the stream's next sample to the device; excludes what is queued. */
+  readonly delaySeconds: number;
+  /** The sum of the `size` of the buffers queued and not yet taken by the graph. */
+  readonly queued: number;
+  /** Buffers queued and not yet taken by the graph. */
+  readonly queuedBuffers: number;
+  /** Buffers ready to dequeue. */
+  readonly availableBuffers: number;
 }
 
 /** A mapped buffer dequeued from a stream. */
@@ -304,17 +350,18 @@ export class PipeWireStream {
       release();
       throw new Error("pw_stream_new_simple failed: is PipeWire running for this user?");
     }
-    const pod = audioFormatPod(options.format);
-    const params = new BigUint64Array([
-      BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(pod))),
-    ]);
+    const pods = [audioFormatPod(options.format)];
+    if (options.buffers !== undefined) pods.push(buffersPod(options.buffers));
+    const params = new BigUint64Array(
+      pods.map((pod) => BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(pod)))),
+    );
     const result = lib.pw_stream_connect(
       stream,
       options.direction,
       PW_ID_ANY,
       PW_STREAM_FLAG_AUTOCONNECT | PW_STREAM_FLAG_MAP_BUFFERS | PW_STREAM_FLAG_INACTIVE,
       new Uint8Array(params.buffer),
-      1,
+      pods.length,
     );
     if (result < 0) {
       lib.pw_stream_destroy(stream);
@@ -359,9 +406,17 @@ export class PipeWireStream {
     return buffer.bytes.subarray(offset, offset + size);
   }
 
-  /** Returns a buffer; for playback, `size` bytes of `stride`-byte frames were written. */
+  /**
+   * Returns a buffer; for playback, `size` bytes of `stride`-byte frames
+   * were written (their frame count becomes `pw_buffer.size`, summed in
+   * {@link StreamTime.queued}).
+   */
   queue(buffer: StreamBuffer, fill?: { size: number; stride: number }): void {
     if (fill) {
+      // struct pw_buffer { spa_buffer *buffer; void *user_data; u64 size; u64 requested; }
+      new BigUint64Array(Deno.UnsafePointerView.getArrayBuffer(buffer.pointer, 24))[2] = BigInt(
+        Math.floor(fill.size / fill.stride),
+      );
       // struct spa_chunk { u32 offset; u32 size; i32 stride; i32 flags; }
       const chunk = new Uint32Array(
         Deno.UnsafePointerView.getArrayBuffer(buffer.chunk, 16),
@@ -372,6 +427,25 @@ export class PipeWireStream {
       chunk[3] = 0;
     }
     pipewire().pw_stream_queue_buffer(this.#stream, buffer.pointer);
+  }
+
+  /** The stream's timing as of the last graph cycle. */
+  time(): StreamTime {
+    // struct pw_time { i64 now; spa_fraction rate; u64 ticks; i64 delay; u64 queued;
+    //   u64 buffered; u32 queued_buffers; u32 avail_buffers; }
+    const time = new Uint8Array(56);
+    const result = pipewire().pw_stream_get_time_n(this.#stream, time, 56n);
+    if (result < 0) throw new Error(`pw_stream_get_time_n failed: error ${-result}`);
+    const view = new DataView(time.buffer);
+    const num = view.getUint32(8, true);
+    const denom = view.getUint32(12, true);
+    const delay = Number(view.getBigInt64(24, true));
+    return {
+      delaySeconds: denom === 0 ? 0 : delay * num / denom,
+      queued: Number(view.getBigUint64(32, true)),
+      queuedBuffers: view.getUint32(48, true),
+      availableBuffers: view.getUint32(52, true),
+    };
   }
 
   /** Disconnects and destroys the stream (and its connection). Idempotent. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { audioFormatPod, SPA_AUDIO_FORMAT_S16_LE } from "./pipewire.ts";
+import { audioFormatPod, buffersPod, SPA_AUDIO_FORMAT_S16_LE } from "./pipewire.ts";
 
 Deno.test("pipewire: the EnumFormat pod is laid out as spa_format_audio_raw_build makes it", () => {
   const pod = audioFormatPod({
@@ -58,4 +58,22 @@ Deno.test("pipewire: the EnumFormat pod is laid out as spa_format_audio_raw_buil
     4,
   ]);
   assert.equal(pod.length % 8, 0);
+});
+
+Deno.test("pipewire: the Buffers pod asks for a buffer count only", () => {
+  const pod = buffersPod(16);
+  assert.deepEqual(Array.from(new Uint32Array(pod.buffer)), [
+    // struct spa_pod; body: SPA_TYPE_OBJECT_ParamBuffers, SPA_PARAM_Buffers
+    pod.length - 8,
+    15,
+    0x40004,
+    5,
+    // buffers = Int 16 (key, flags, size, type, value, padding)
+    1,
+    0,
+    4,
+    4,
+    16,
+    0,
+  ]);
 });

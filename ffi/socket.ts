@@ -21,6 +21,8 @@ import {
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
+/** `SOCK_SEQPACKET`: connected, reliable, message boundaries kept (unix(7)). */
+const SOCK_SEQPACKET = 5;
 const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
@@ -102,18 +104,24 @@ function encodeSockaddr(path: string): Uint8Array<ArrayBuffer> {
   return addr.subarray(0, 2 + bytes.length + 1);
 }
 
-function newSocket(nonBlocking: boolean): number {
-  const type = SOCK_STREAM | SOCK_CLOEXEC | (nonBlocking ? SOCK_NONBLOCK : 0);
+function newSocket(nonBlocking: boolean, seqpacket: boolean): number {
+  const type = (seqpacket ? SOCK_SEQPACKET : SOCK_STREAM) | SOCK_CLOEXEC |
+    (nonBlocking ? SOCK_NONBLOCK : 0);
   return check(libc.socket(AF_UNIX, type, 0), "socket", { detail: "AF_UNIX" });
 }
 
 /**
- * Creates a non-blocking listening socket bound at `path`. The caller removes
- * any stale file at `path` first.
+ * Creates a non-blocking listening socket bound at `path` (a stream socket,
+ * or `SOCK_SEQPACKET` with `seqpacket`). The caller removes any stale file
+ * at `path` first.
  */
-export function listenUnix(path: string, backlog = 1): number {
+export function listenUnix(
+  path: string,
+  backlog = 1,
+  options: { seqpacket?: boolean } = {},
+): number {
   const addr = encodeSockaddr(path);
-  const fd = newSocket(true);
+  const fd = newSocket(true, options.seqpacket ?? false);
   try {
     check(libc.bind(fd, addr, addr.length), "bind", { detail: path });
     check(libc.listen(fd, backlog), "listen", { detail: path });
@@ -128,11 +136,15 @@ export function listenUnix(path: string, backlog = 1): number {
  * Connects a new close-on-exec socket to `path`, blocking by default. A Unix
  * connect completes or fails at once; `nonBlocking` also makes a full
  * listen backlog fail with `EAGAIN` instead of waiting, so an event loop
- * never stalls on it.
+ * never stalls on it. `seqpacket` makes it a `SOCK_SEQPACKET` socket, which
+ * only a `SOCK_SEQPACKET` listener accepts (others: `ECONNREFUSED`).
  */
-export function connectUnix(path: string, options: { nonBlocking?: boolean } = {}): number {
+export function connectUnix(
+  path: string,
+  options: { nonBlocking?: boolean; seqpacket?: boolean } = {},
+): number {
   const addr = encodeSockaddr(path);
-  const fd = newSocket(options.nonBlocking ?? false);
+  const fd = newSocket(options.nonBlocking ?? false, options.seqpacket ?? false);
   if (libc.connect(fd, addr, addr.length) < 0) {
     const errno = lastErrno();
     libc.close(fd);
@@ -153,11 +165,12 @@ export function acceptUnix(listener: number): number | null {
   throw new SyscallError("accept4", errno, { detail: `listener ${listener}` });
 }
 
-/** A connected pair of blocking stream sockets. */
-export function socketPair(): [number, number] {
+/** A connected pair of blocking stream (or, with `seqpacket`, `SOCK_SEQPACKET`) sockets. */
+export function socketPair(options: { seqpacket?: boolean } = {}): [number, number] {
   const fds = new Int32Array(new ArrayBuffer(8));
+  const type = options.seqpacket ? SOCK_SEQPACKET : SOCK_STREAM;
   check(
-    libc.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, new Uint8Array(fds.buffer)),
+    libc.socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, new Uint8Array(fds.buffer)),
     "socketpair",
   );
   return [fds[0], fds[1]];

@@ -1,6 +1,7 @@
 /**
- * AF_VSOCK stream sockets (vsock(7)): listening on a port of any local CID
- * and connecting to `(cid, port)`.
+ * AF_VSOCK stream (and, with `seqpacket`, `SOCK_SEQPACKET`) sockets
+ * (vsock(7)): listening on a port of any local CID and connecting to
+ * `(cid, port)`.
  *
  * @module
  */
@@ -22,6 +23,7 @@ export const SOCKADDR_VM_SIZE = 16;
 export const EINPROGRESS = 115;
 
 const SOCK_STREAM = 1;
+const SOCK_SEQPACKET = 5;
 const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 
@@ -35,18 +37,19 @@ export function vsockSockaddr(cid: number, port: number): Uint8Array<ArrayBuffer
   return addr;
 }
 
-function vsockSocket(): number {
-  return check(libc.socket(AF_VSOCK, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), "socket", {
-    detail: "AF_VSOCK",
+function vsockSocket(seqpacket: boolean): number {
+  const type = (seqpacket ? SOCK_SEQPACKET : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC;
+  return check(libc.socket(AF_VSOCK, type, 0), "socket", {
+    detail: seqpacket ? "AF_VSOCK SOCK_SEQPACKET" : "AF_VSOCK",
   });
 }
 
 /** A non-blocking AF_VSOCK listener on `port` of `cid` (default any). */
 export function listenVsock(
   port: number,
-  options: { cid?: number; backlog?: number } = {},
+  options: { cid?: number; backlog?: number; seqpacket?: boolean } = {},
 ): number {
-  const fd = vsockSocket();
+  const fd = vsockSocket(options.seqpacket ?? false);
   const addr = vsockSockaddr(options.cid ?? VMADDR_CID_ANY, port);
   try {
     check(libc.bind(fd, addr, addr.length), "bind", { detail: `vsock port ${port}` });
@@ -71,10 +74,15 @@ export function acceptVsock(listener: number): number | null {
  * Starts a non-blocking connect to `(cid, port)`. Returns the socket and
  * whether the connect is still under way: then the socket turns writable
  * (EPOLLOUT) once connected, or reports EPOLLERR/EPOLLHUP if it failed.
- * Throws {@link SyscallError} if it failed at once.
+ * Throws {@link SyscallError} if it failed at once. `seqpacket` makes it a
+ * `SOCK_SEQPACKET` socket.
  */
-export function connectVsock(cid: number, port: number): { fd: number; pending: boolean } {
-  const fd = vsockSocket();
+export function connectVsock(
+  cid: number,
+  port: number,
+  options: { seqpacket?: boolean } = {},
+): { fd: number; pending: boolean } {
+  const fd = vsockSocket(options.seqpacket ?? false);
   const addr = vsockSockaddr(cid, port);
   if (libc.connect(fd, addr, addr.length) === 0) return { fd, pending: false };
   const errno = lastErrno();

@@ -8,44 +8,13 @@
 set -euo pipefail
 
 kit=${VHOST_GUEST_KIT:-/var/cache/vhost-device-deno/guest-kit}
+arch=amd64
+qual=
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-scratch=$kit/scratch
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# shellcheck source=kit_lib.sh
+. "$here/kit_lib.sh"
 
-die() {
-  echo "build_guest_kit.sh: $*" >&2
-  exit 1
-}
-
-run() {
-  "$@" >"$log" 2>&1 || {
-    tail -n 60 "$log" >&2
-    die "failed: $*"
-  }
-}
-
-done_step() { [[ -e $kit/.stamp-$1 ]]; }
-mark() { touch "$kit/.stamp-$1"; }
-
-# Downloads packages into $scratch/debs; as root apt would otherwise warn that
-# its sandbox user cannot write there.
-download() {
-  mkdir -p "$scratch/debs"
-  (cd "$scratch/debs" && run apt-get -o APT::Sandbox::User=root download "$@")
-}
-
-deb_of() { ls "$scratch/debs/$1"_*.deb; }
-
-report() {
-  echo "$kit"
-  cat "$kit/kernel-version"
-}
-
-mkdir -p "$kit"
-# Test files running in parallel may all ask for the kit at once.
-exec 9>"$kit/.lock"
-flock 9
+lock_kit
 if done_step all && done_step qemu72 && done_step gpiosim; then
   report
   exit 0
@@ -53,61 +22,9 @@ fi
 # Host tools (and the bookworm-backports source) come from install_qemu.sh.
 "$here/install_qemu.sh"
 
-# Pin every kernel package to the one linux-6.12 version in bookworm-backports
-# so that image, headers and source match.
-if ! done_step resolve; then
-  backports_version() {
-    apt-cache madison linux-source-6.12 |
-      awk -F' [|] ' '$3 ~ / bookworm-backports\// {print $2; exit}'
-  }
-  version=$(backports_version)
-  # The source may be configured while its package lists are not fetched yet.
-  if [[ -z $version ]]; then
-    run apt-get update
-    version=$(backports_version)
-  fi
-  [[ -n $version ]] || die "linux-source-6.12 not found in bookworm-backports"
-  abi=$(apt-cache show "linux-headers-amd64=$version" |
-    sed -n 's/^Depends: linux-headers-\(.*\)-amd64 .*/\1/p' | head -n 1)
-  [[ -n $abi ]] || die "cannot find the kernel ABI of linux-headers-amd64=$version"
-  image=linux-image-$abi-amd64-unsigned
-  apt-cache show "$image=$version" >/dev/null 2>&1 || image=linux-image-$abi-amd64
-  cat >"$kit/versions.env" <<VARS
-version=$version
-abi=$abi
-image=$image
-VARS
-  echo "$abi-amd64" >"$kit/kernel-version"
-  mark resolve
-fi
-# shellcheck source=/dev/null
-. "$kit/versions.env"
-kver=$abi-amd64
-moddir=$kit/lib/modules/$kver
-
-# The stamp lives with the .debs, which are deleted once the kit is complete.
-if [[ ! -e $scratch/debs/.stamp ]]; then
-  rm -rf "$scratch/debs"
-  download "$image=$version" "linux-headers-$abi-amd64=$version" \
-    "linux-headers-$abi-common=$version" "linux-kbuild-$abi=$version" \
-    "linux-source-6.12=$version" busybox-static
-  touch "$scratch/debs/.stamp"
-fi
-
-if ! done_step kernel; then
-  rm -rf "$scratch/image" "${kit:?}/lib" "$kit/vmlinuz" "$kit/config"
-  run dpkg-deb -x "$(deb_of "$image")" "$scratch/image"
-  cp "$scratch/image/boot/vmlinuz-$kver" "$kit/vmlinuz"
-  cp "$scratch/image/boot/config-$kver" "$kit/config"
-  mkdir -p "$kit/lib/modules"
-  src=$scratch/image/lib/modules/$kver
-  [[ -d $src ]] || src=$scratch/image/usr/lib/modules/$kver
-  mv "$src" "$moddir"
-  # build/source point at /usr/src on an installed system; meaningless here.
-  rm -f "$moddir/build" "$moddir/source"
-  rm -rf "$scratch/image"
-  mark kernel
-fi
+resolve_kernel
+download_kernel
+unpack_kernel
 
 if ! done_step busybox; then
   rm -rf "$scratch/busybox"
@@ -128,20 +45,12 @@ if ! done_step extra; then
       sources+=("${pair#*:}")
     fi
   done
-  rm -rf "$moddir/extra" "$scratch/headers" "$scratch/src"
+  rm -rf "$moddir/extra" "$scratch/src"
   mkdir -p "$moddir/extra"
   if [[ ${#sources[@]} -gt 0 ]]; then
-    for pkg in "linux-headers-$abi-amd64" "linux-headers-$abi-common" "linux-kbuild-$abi"; do
-      run dpkg-deb -x "$(deb_of "$pkg")" "$scratch/headers"
-    done
-    headers=$scratch/headers/usr/src/linux-headers-$kver
-    # The Makefile includes the -common tree by its installed absolute path.
-    sed -i "s|/usr/src/|$scratch/headers/usr/src/|" "$headers/Makefile"
+    unpack_headers
+    extract_source "$scratch/src" "${sources[@]/#/linux-source-6.12/}"
     mkdir -p "$scratch/src/mod"
-    dpkg-deb --fsys-tarfile "$(deb_of linux-source-6.12)" |
-      tar -xO ./usr/src/linux-source-6.12.tar.xz |
-      tar -xJ -C "$scratch/src" "${sources[@]/#/linux-source-6.12/}" ||
-      die "cannot extract ${sources[*]} from linux-source-6.12"
     objs=()
     for file in "${sources[@]}"; do
       cp "$scratch/src/linux-source-6.12/$file" "$scratch/src/mod/"
@@ -149,12 +58,7 @@ if ! done_step extra; then
       objs+=("$name.o")
     done
     echo "obj-m := ${objs[*]}" >"$scratch/src/mod/Kbuild"
-    # pahole is absent, so no BTF for these modules.
-    run make -C "$headers" M="$scratch/src/mod" CONFIG_DEBUG_INFO_BTF_MODULES= \
-      -j "$(nproc)" modules
-    for ko in "$scratch/src/mod/"*.ko; do
-      strip --strip-debug -o "$moddir/extra/$(basename "$ko")" "$ko"
-    done
+    build_modules "$scratch/src/mod" strip
     rm -rf "$scratch/headers" "$scratch/src"
   fi
   mark extra
@@ -166,18 +70,11 @@ fi
 # generic_handle_irq), and gpio-level-irq from tests/e2e/guest_modules, a
 # consumer of level-triggered GPIO interrupts (no userspace API asks for one).
 if ! done_step gpiosim || [[ ! -f $moddir/extra/gpio-sim.ko ]]; then
-  rm -rf "$scratch/headers" "$scratch/gpiosim"
-  for pkg in "linux-headers-$abi-amd64" "linux-headers-$abi-common" "linux-kbuild-$abi"; do
-    run dpkg-deb -x "$(deb_of "$pkg")" "$scratch/headers"
-  done
-  headers=$scratch/headers/usr/src/linux-headers-$kver
-  sed -i "s|/usr/src/|$scratch/headers/usr/src/|" "$headers/Makefile"
+  rm -rf "$scratch/gpiosim"
+  unpack_headers
+  extract_source "$scratch/gpiosim" linux-source-6.12/drivers/gpio/gpio-sim.c \
+    linux-source-6.12/kernel/irq/irq_sim.c
   mkdir -p "$scratch/gpiosim/mod"
-  dpkg-deb --fsys-tarfile "$(deb_of linux-source-6.12)" |
-    tar -xO ./usr/src/linux-source-6.12.tar.xz |
-    tar -xJ -C "$scratch/gpiosim" linux-source-6.12/drivers/gpio/gpio-sim.c \
-      linux-source-6.12/kernel/irq/irq_sim.c ||
-    die "cannot extract gpio-sim.c and irq_sim.c from linux-source-6.12"
   cp "$scratch/gpiosim/linux-source-6.12/drivers/gpio/gpio-sim.c" "$scratch/gpiosim/mod/gpio-sim-main.c"
   sed 's/handle_simple_irq(irq_to_desc(irqnum));/generic_handle_irq(irqnum);/' \
     "$scratch/gpiosim/linux-source-6.12/kernel/irq/irq_sim.c" >"$scratch/gpiosim/mod/irq_sim.c"
@@ -188,22 +85,14 @@ if ! done_step gpiosim || [[ ! -f $moddir/extra/gpio-sim.ko ]]; then
 obj-m := gpio-sim.o gpio-level-irq.o
 gpio-sim-y := gpio-sim-main.o irq_sim.o
 KBUILD
-  run make -C "$headers" M="$scratch/gpiosim/mod" CONFIG_DEBUG_INFO_BTF_MODULES= \
-    -j "$(nproc)" modules
-  mkdir -p "$moddir/extra"
-  for ko in gpio-sim gpio-level-irq; do
-    strip --strip-debug -o "$moddir/extra/$ko.ko" "$scratch/gpiosim/mod/$ko.ko"
-  done
+  build_modules "$scratch/gpiosim/mod" strip
   rm -rf "$scratch/headers" "$scratch/gpiosim"
   # modules.dep must list them (and gpio-sim's configfs dependency).
   rm -f "$kit/.stamp-depmod"
   mark gpiosim
 fi
 
-if ! done_step depmod; then
-  run depmod -b "$kit" "$kver"
-  mark depmod
-fi
+run_depmod
 
 # Bookworm's own QEMU 7.2, unpacked beside the kit and never installed, so the
 # e2e tests can check the daemons against the oldest front-end we support. It
@@ -225,6 +114,4 @@ if ! done_step qemu72; then
   mark qemu72
 fi
 
-rm -rf "$scratch"
-mark all
-report
+finish_kit

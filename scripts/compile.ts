@@ -38,8 +38,14 @@ export const DEVICE_PERMISSIONS: Readonly<Record<string, readonly string[]>> = {
   gpio: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
   // Stats and resolves the image paths (realpath for their serial numbers); removes its socket.
   scsi: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
-  // Reads --input and writes --output WAV files; libasound/libpipewire are loaded through FFI.
-  sound: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env=RUST_LOG"],
+  // Reads --input and writes --output WAV files; libasound/libpipewire are loaded through FFI;
+  // PIPEWIRE_CONFIG_NAME picks PipeWire's real-time client config unless the user set one.
+  sound: [
+    "--allow-ffi",
+    "--allow-read",
+    "--allow-write",
+    "--allow-env=RUST_LOG,PIPEWIRE_CONFIG_NAME",
+  ],
 };
 
 /**

@@ -21,7 +21,7 @@ const ROOT = new URL("..", import.meta.url).pathname;
 export const DAEMON_COMMANDS: Readonly<Record<string, string>> = {
   rng: `${Deno.execPath()} run -A ${ROOT}devices/rng/main.ts -s {socket}`,
   vsock: `${Deno.execPath()} run -A ${ROOT}devices/vsock/main.ts --guest-cid 5 --socket {socket} ` +
-    `--uds-path {dir}/vm.vsock`,
+    `--uds-path {dir}/vm.vsock --seqpacket`,
   // The simulated adapter and the fake sensor: this machine has no I2C bus or IIO device.
   i2c: `${Deno.execPath()} run -A ${ROOT}devices/i2c/main.ts -s {socket} ` +
     `--simulated-device eeprom@0x50 --simulated-device regs@0x20`,

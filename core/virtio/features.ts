@@ -20,6 +20,16 @@ export const VIRTIO_F_ACCESS_PLATFORM = 33;
 /** Packed virtqueues (never offered here). */
 export const VIRTIO_F_RING_PACKED = 34;
 
+/**
+ * The transport features a device here offers unless it says otherwise
+ * (rust-vmm's devices offer the same four): VIRTIO 1.x, NOTIFY_ON_EMPTY,
+ * indirect descriptors and event-index suppression, all served by the core's
+ * split queue.
+ */
+export const VIRTIO_DEVICE_FEATURES: bigint = (1n << BigInt(VIRTIO_F_VERSION_1)) |
+  (1n << BigInt(VIRTIO_F_NOTIFY_ON_EMPTY)) | (1n << BigInt(VIRTIO_RING_F_INDIRECT_DESC)) |
+  (1n << BigInt(VIRTIO_RING_F_EVENT_IDX));
+
 /** §2.7.5: the buffer continues via `next`. */
 export const VIRTQ_DESC_F_NEXT = 1;
 /** §2.7.5: the buffer is device write-only (otherwise device read-only). */

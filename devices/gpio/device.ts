@@ -23,12 +23,7 @@ import {
   readSlices,
   writeSlices,
 } from "../../core/virtio/descriptor_chain.ts";
-import {
-  VIRTIO_F_NOTIFY_ON_EMPTY,
-  VIRTIO_F_VERSION_1,
-  VIRTIO_RING_F_EVENT_IDX,
-  VIRTIO_RING_F_INDIRECT_DESC,
-} from "../../core/virtio/features.ts";
+import { VIRTIO_DEVICE_FEATURES } from "../../core/virtio/features.ts";
 import { serveAvailable, type SplitQueue } from "../../core/virtio/split_queue.ts";
 import type { EdgeDetection, EdgeEvent, GpioChip } from "./chip.ts";
 import {
@@ -132,8 +127,7 @@ export class GpioDevice implements VirtioDevice {
   readonly numQueues = 2;
   readonly maxQueueSize: number = MAX_QUEUE_SIZE;
   /** Upstream's bits: the standard ones and VIRTIO_GPIO_F_IRQ (§5.17.3). */
-  readonly features: bigint = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_NOTIFY_ON_EMPTY) |
-    bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_GPIO_F_IRQ);
+  readonly features: bigint = VIRTIO_DEVICE_FEATURES | bit(VIRTIO_GPIO_F_IRQ);
   /**
    * Upstream's MQ, CONFIG (QEMU's vhost-user-gpio reads the config space
    * from the back-end) and REPLY_ACK; CONFIGURE_MEM_SLOTS as the other devices.

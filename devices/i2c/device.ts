@@ -32,12 +32,7 @@ import type { DeviceContext, VirtioDevice } from "../../core/device.ts";
 import type { Timer } from "../../core/event_loop.ts";
 import { bit, ProtocolFeature as P } from "../../core/protocol/constants.ts";
 import { type DescriptorChain, writeSlices } from "../../core/virtio/descriptor_chain.ts";
-import {
-  VIRTIO_F_NOTIFY_ON_EMPTY,
-  VIRTIO_F_VERSION_1,
-  VIRTIO_RING_F_EVENT_IDX,
-  VIRTIO_RING_F_INDIRECT_DESC,
-} from "../../core/virtio/features.ts";
+import { VIRTIO_DEVICE_FEATURES } from "../../core/virtio/features.ts";
 import type { SplitQueue } from "../../core/virtio/split_queue.ts";
 import type { I2cBus, I2cMessage } from "./adapter.ts";
 import {
@@ -73,9 +68,7 @@ export class I2cDevice implements VirtioDevice {
   readonly numQueues = 1;
   readonly maxQueueSize: number = REQUESTQ_MAX_SIZE;
   /** Upstream's bits: VERSION_1, the ring features, and the mandatory ZERO_LENGTH_REQUEST (§5.18.3). */
-  readonly features: bigint = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_NOTIFY_ON_EMPTY) |
-    bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_RING_F_EVENT_IDX) |
-    bit(VIRTIO_I2C_F_ZERO_LENGTH_REQUEST);
+  readonly features: bigint = VIRTIO_DEVICE_FEATURES | bit(VIRTIO_I2C_F_ZERO_LENGTH_REQUEST);
   /** MQ as upstream; REPLY_ACK and CONFIGURE_MEM_SLOTS as the project's other devices. */
   readonly protocolFeatures: bigint = bit(P.MQ) | bit(P.REPLY_ACK) | bit(P.CONFIGURE_MEM_SLOTS);
   readonly #bus: I2cBus;

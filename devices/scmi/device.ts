@@ -17,12 +17,7 @@ import {
   readSlices,
   writeSlices,
 } from "../../core/virtio/descriptor_chain.ts";
-import {
-  VIRTIO_F_NOTIFY_ON_EMPTY,
-  VIRTIO_F_VERSION_1,
-  VIRTIO_RING_F_EVENT_IDX,
-  VIRTIO_RING_F_INDIRECT_DESC,
-} from "../../core/virtio/features.ts";
+import { VIRTIO_DEVICE_FEATURES } from "../../core/virtio/features.ts";
 import { BaseProtocol } from "./base_protocol.ts";
 import { SCMI_PROTOCOL_SENSOR } from "./message.ts";
 import { ScmiPlatform } from "./platform.ts";
@@ -56,9 +51,7 @@ export class ScmiDevice implements VirtioDevice {
   readonly numQueues = 2;
   readonly maxQueueSize: number = QUEUE_MAX_SIZE;
   /** Upstream's bits: the standard ones and P2A_CHANNELS (no shared memory, bit 1). */
-  readonly features: bigint = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_NOTIFY_ON_EMPTY) |
-    bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_RING_F_EVENT_IDX) |
-    bit(VIRTIO_SCMI_F_P2A_CHANNELS);
+  readonly features: bigint = VIRTIO_DEVICE_FEATURES | bit(VIRTIO_SCMI_F_P2A_CHANNELS);
   /** MQ as upstream; REPLY_ACK and CONFIGURE_MEM_SLOTS as the other devices here. */
   readonly protocolFeatures: bigint = bit(P.MQ) | bit(P.REPLY_ACK) | bit(P.CONFIGURE_MEM_SLOTS);
   readonly #options: ScmiDeviceOptions;

@@ -1,6 +1,8 @@
 // The alsa back-end through the real libasound.so.2: alsa-lib's `file` PCM
 // (over its `null` PCM) records what the guest plays and plays what the
 // guest records, configured by an asoundrc the test writes ($XDG_CONFIG_HOME/alsa/asoundrc).
+// A pollable PCM, and one lost mid-stream, are tested in pipewire_test.ts: PipeWire's ALSA
+// plugin, whose server that test stops and starts again.
 import assert from "node:assert/strict";
 import { setParamsRequest, SoundDriver, startSoundDaemon, statusOf, u32s } from "./testing.ts";
 

@@ -28,6 +28,7 @@ import {
   SPA_AUDIO_FORMAT_S32_LE,
   SPA_AUDIO_FORMAT_U8,
 } from "../../ffi/pipewire.ts";
+import { armTimerFd, close, createTimerFd, drainEventFd } from "../../ffi/mod.ts";
 import type { AudioBackend, HostEnvironment, HostStream, StreamPort } from "./backend.ts";
 import { ClockedStream, MIN_XRUN_GRACE_MS } from "./clocked_stream.ts";
 import {
@@ -57,6 +58,17 @@ const MIN_QUANTUM_SECONDS = 4096 / 48000;
 /** How long a released playback stream lives on to play what PipeWire had queued. */
 const DRAIN_MS = 500;
 
+/**
+ * How much guest audio a playback stream keeps queued in PipeWire ahead of
+ * its graph. PipeWire's data thread takes one queued buffer per cycle on its
+ * own; refilling happens on the daemon's loop, so a loop late by up to this
+ * long (a loaded host) no longer makes PipeWire play a quantum of silence.
+ */
+const AHEAD_SECONDS = 0.25;
+
+/** PipeWire buffers per stream (its default is 2): room to queue {@link AHEAD_SECONDS}. */
+const BUFFERS = 16;
+
 /** `SPA_AUDIO_CHANNEL_*` for 1 to 6 channels, in ALSA's (and the guest's) order. */
 const POSITIONS: readonly (readonly number[])[] = [
   [],
@@ -80,6 +92,10 @@ class PipeWireHostStream implements HostStream {
   #streamed = false;
   #starvedAt: number | null = null;
   #xrunSent = false;
+  /** Frames PipeWire takes per cycle (its quantum), learned from `pw_buffer.requested`. */
+  #quantum = 0;
+  /** A timerfd that tops up a running playback stream between PipeWire's requests. */
+  #topUp: number | null = null;
 
   constructor(port: StreamPort, environment: HostEnvironment, loop: () => PipeWireLoop) {
     this.#port = port;
@@ -106,6 +122,7 @@ class PipeWireHostStream implements HostStream {
       Math.round(params.periodBytes / frameBytes(params)),
       Math.ceil(params.rate * MIN_QUANTUM_SECONDS),
     );
+    this.#quantum = frames;
     const properties = [
       "media.type=Audio",
       `media.category=${output ? "Playback" : "Capture"}`,
@@ -121,6 +138,7 @@ class PipeWireHostStream implements HostStream {
         direction: output ? PW_DIRECTION_OUTPUT : PW_DIRECTION_INPUT,
         properties,
         format: audio,
+        buffers: BUFFERS,
       }, {
         process: () => {
           if (created !== null && created === this.#stream) this.#process(created);
@@ -145,11 +163,15 @@ class PipeWireHostStream implements HostStream {
     this.#starvedAt = null;
     this.#xrunSent = false;
     if (this.#clock) this.#clock.start();
-    else this.#stream?.setActive(true);
+    else {
+      this.#stream?.setActive(true);
+      this.#scheduleTopUp();
+    }
   }
 
   stop(): void {
     this.#running = false;
+    this.#stopTopUp();
     this.#clock?.stop();
     // Playback keeps flowing (silence from now on) so what PipeWire queued still plays.
     if (this.#port.direction === "input") this.#stream?.setActive(false);
@@ -157,6 +179,7 @@ class PipeWireHostStream implements HostStream {
 
   release(): void {
     this.#running = false;
+    this.#stopTopUp();
     this.#clock?.close();
     this.#clock = null;
     const stream = this.#stream;
@@ -172,14 +195,34 @@ class PipeWireHostStream implements HostStream {
 
   wake(): void {
     this.#clock?.wake();
+    if (this.#running && this.#stream && this.#port.direction === "output") {
+      this.#fill(this.#stream, { starving: false });
+    }
   }
 
+  /**
+   * PipeWire's share of the latency: its graph's delay to the device
+   * (`pw_time.delay`) plus, for playback, the frames queued in the stream.
+   */
   delayBytes(): number {
-    return 0;
+    const params = this.#params;
+    if (!this.#stream || !params) return 0;
+    try {
+      const time = this.#stream.time();
+      const queued = this.#port.direction === "output" ? time.queued : 0;
+      return Math.max(0, Math.round(time.delaySeconds * params.rate) + queued) *
+        frameBytes(params);
+    } catch {
+      return 0;
+    }
   }
 
   close(): void {
     this.release();
+    if (this.#topUp === null) return;
+    this.#environment.loop.unwatch(this.#topUp);
+    close(this.#topUp);
+    this.#topUp = null;
   }
 
   #useClock(params: PcmParams): void {
@@ -202,6 +245,7 @@ class PipeWireHostStream implements HostStream {
     // Destroying the stream inside its own callback is not allowed: do it after this pass.
     const stream = this.#stream;
     this.#stream = null;
+    this.#stopTopUp();
     this.#environment.loop.defer(() => stream?.destroy());
     this.#useClock(params);
     if (running) this.#clock?.start();
@@ -210,24 +254,78 @@ class PipeWireHostStream implements HostStream {
   #process(stream: PipeWireStream): void {
     const params = this.#params;
     if (!params) return;
-    const buffer = stream.dequeue();
-    if (!buffer) return;
-    const frame = frameBytes(params);
-    if (this.#port.direction === "input") {
+    if (this.#port.direction === "output") {
+      this.#fill(stream, { starving: true });
+      return;
+    }
+    // Capture: every buffer the graph filled since the last pass, in order.
+    for (let buffer = stream.dequeue(); buffer; buffer = stream.dequeue()) {
       const data = PipeWireStream.filled(buffer);
       const taken = this.#running ? this.#port.write(data) : 0;
       stream.queue(buffer);
       this.#track(taken < data.length);
-      return;
     }
-    const most = Math.floor(buffer.bytes.length / frame);
-    const frames = buffer.requested > 0 ? Math.min(buffer.requested, most) : most;
-    const bytes = buffer.bytes.subarray(0, frames * frame);
-    const read = this.#running ? this.#port.read(bytes) : 0;
-    // Silence, never stale data, for what the guest did not send (upstream #984).
-    bytes.fill(params.format.unsigned ? 0x80 : 0, read);
-    stream.queue(buffer, { size: bytes.length, stride: frame });
-    this.#track(read < bytes.length);
+  }
+
+  /**
+   * Playback: queues guest audio, a quantum per buffer, until
+   * {@link AHEAD_SECONDS} are queued or the guest has less than a quantum.
+   * `starving` (PipeWire asked): if nothing is queued, a buffer goes anyway,
+   * what the guest has then silence, never stale data (upstream #984); so do
+   * the guest's last frames once PipeWire's queue is down to one buffer.
+   */
+  #fill(stream: PipeWireStream, options: { starving: boolean }): void {
+    const params = this.#params;
+    if (!params) return;
+    const frame = frameBytes(params);
+    const time = stream.time();
+    let queued = time.queued;
+    let starving = options.starving && time.queuedBuffers === 0;
+    // At most the buffer PipeWire takes next is queued: the guest's last frames (the end of a
+    // drain, or a guest running late) go now, padded with silence, rather than after the
+    // quantum of silence PipeWire would play once the queue ran dry.
+    const low = time.queuedBuffers <= 1;
+    const target = Math.max(2 * this.#quantum, Math.ceil(AHEAD_SECONDS * params.rate));
+    while (queued < target) {
+      const guest = this.#running ? Math.floor(this.#port.queuedBytes() / frame) : 0;
+      if (guest < this.#quantum && !starving && !(low && guest > 0)) break;
+      const buffer = stream.dequeue();
+      if (!buffer) break;
+      if (buffer.requested > 0) this.#quantum = buffer.requested;
+      const frames = Math.min(this.#quantum, Math.floor(buffer.bytes.length / frame));
+      const bytes = buffer.bytes.subarray(0, frames * frame);
+      const read = this.#running ? this.#port.read(bytes) : 0;
+      bytes.fill(params.format.unsigned ? 0x80 : 0, read);
+      stream.queue(buffer, { size: bytes.length, stride: frame });
+      queued += frames;
+      this.#track(read < bytes.length);
+      starving = false;
+    }
+  }
+
+  /**
+   * Arms the top-up timer: a quantum from now (between 10 and 100 ms), while
+   * the playback stream runs. One timerfd per stream, made on first use.
+   */
+  #scheduleTopUp(): void {
+    const params = this.#params;
+    if (!params || this.#port.direction !== "output") return;
+    if (this.#topUp === null) {
+      const fd = createTimerFd();
+      this.#environment.loop.watch(fd, () => {
+        drainEventFd(fd);
+        const stream = this.#stream;
+        if (!this.#running || !stream) return;
+        this.#fill(stream, { starving: false });
+        this.#scheduleTopUp();
+      });
+      this.#topUp = fd;
+    }
+    armTimerFd(this.#topUp, Math.min(Math.max(this.#quantum / params.rate * 1000, 10), 100));
+  }
+
+  #stopTopUp(): void {
+    if (this.#topUp !== null) armTimerFd(this.#topUp, 0);
   }
 
   /** PCM_XRUN once the guest has left a running stream short for a period (at least 50 ms). */

@@ -36,6 +36,8 @@ export type HostBackendConfig =
     readonly kind: "vsock";
     readonly forwardCid: number;
     readonly forwardListen: readonly number[];
+    /** SOCK_SEQPACKET listeners for host → guest SEQPACKET connections (a vsock port holds one type). */
+    readonly forwardListenSeqpacket: readonly number[];
   };
 
 /** One VM. */
@@ -52,6 +54,11 @@ export interface VmConfig {
   readonly queueSize: number;
   /** Sibling groups. */
   readonly groups: readonly string[];
+  /**
+   * Offer VIRTIO_VSOCK_F_SEQPACKET (our extension: rust-vmm's daemon has no
+   * SOCK_SEQPACKET). Off by default, so the guest sees what upstream offers.
+   */
+  readonly seqpacket: boolean;
 }
 
 /** The device's own command-line options. */
@@ -88,6 +95,12 @@ export const VSOCK_OPTIONS: readonly OptionSpec[] = [
     help: "AF_VSOCK backend: host ports to listen on for connections to the guest, p1+p2+…",
   },
   {
+    long: "forward-listen-seqpacket",
+    kind: "value",
+    valueName: "PORTS",
+    help: "AF_VSOCK backend with --seqpacket: host ports to listen on with SOCK_SEQPACKET, p1+p2+…",
+  },
+  {
     long: "tx-buffer-size",
     kind: "value",
     valueName: "BYTES",
@@ -108,12 +121,18 @@ export const VSOCK_OPTIONS: readonly OptionSpec[] = [
       `Sibling groups, g1+g2+…: VMs sharing a group reach each other by CID [default: ${DEFAULT_GROUP}]`,
   },
   {
+    long: "seqpacket",
+    kind: "flag",
+    help: "Offer SOCK_SEQPACKET connections (VIRTIO_VSOCK_F_SEQPACKET); host programs use " +
+      "<UDS_PATH>_seqpacket and SOCK_SEQPACKET listeners at <UDS_PATH>_P [default: off]",
+  },
+  {
     long: "vm",
     kind: "value",
     multiple: true,
     valueName: "VM",
     help: "One VM: guest-cid=,socket=,uds-path=|forward-cid=[,forward-listen=][,tx-buffer-size=]" +
-      "[,queue-size=][,groups=]; repeatable",
+      "[,queue-size=][,groups=][,seqpacket=on|off][,forward-listen-seqpacket=]; repeatable",
   },
   {
     long: "config",
@@ -129,9 +148,11 @@ const SINGLE_VM_FLAGS = [
   "uds-path",
   "forward-cid",
   "forward-listen",
+  "forward-listen-seqpacket",
   "tx-buffer-size",
   "queue-size",
   "groups",
+  "seqpacket",
 ] as const;
 
 const KEYS = new Set([
@@ -140,9 +161,11 @@ const KEYS = new Set([
   "uds_path",
   "forward_cid",
   "forward_listen",
+  "forward_listen_seqpacket",
   "tx_buffer_size",
   "queue_size",
   "groups",
+  "seqpacket",
 ]);
 
 /** A value as a VM source gives it: text from the command line, or YAML scalars and lists. */
@@ -167,6 +190,13 @@ function integer(
     );
   }
   return n;
+}
+
+function boolean(value: RawValue, key: string, where: string): boolean {
+  const raw = text(value, key, where).trim().toLowerCase();
+  if (["on", "true", "yes", "1"].includes(raw)) return true;
+  if (["off", "false", "no", "0"].includes(raw)) return false;
+  throw new UsageError(`${where}: invalid ${key} '${raw}': expected on or off`);
 }
 
 function list(value: RawValue, key: string, where: string): string[] {
@@ -201,9 +231,16 @@ export function buildVmConfig(
   const udsPath = get("uds_path");
   const forwardCid = get("forward_cid");
   const forwardListen = get("forward_listen");
+  const forwardListenSeqpacket = get("forward_listen_seqpacket");
+  const ports = (value: RawValue | undefined, key: string): number[] =>
+    value === undefined ? [] : list(value, key, where)
+      .map((port) => integer(port, { key: `${key} port`, where, min: 0, max: 0xffffffff }));
   let backend: HostBackendConfig;
   if (udsPath !== undefined) {
-    if (forwardCid !== undefined || forwardListen !== undefined) {
+    if (
+      forwardCid !== undefined || forwardListen !== undefined ||
+      forwardListenSeqpacket !== undefined
+    ) {
       throw new UsageError(`${where}: uds-path cannot be used with forward-cid or forward-listen`);
     }
     const path = text(udsPath, "uds_path", where);
@@ -213,10 +250,8 @@ export function buildVmConfig(
     backend = {
       kind: "vsock",
       forwardCid: integer(forwardCid, { key: "forward_cid", where, min: 0, max: 0xffffffff }),
-      forwardListen: forwardListen === undefined ? [] : list(forwardListen, "forward_listen", where)
-        .map((port) =>
-          integer(port, { key: "forward_listen port", where, min: 0, max: 0xffffffff })
-        ),
+      forwardListen: ports(forwardListen, "forward_listen"),
+      forwardListenSeqpacket: ports(forwardListenSeqpacket, "forward_listen_seqpacket"),
     };
   } else {
     throw new UsageError(`${where}: one of uds-path or forward-cid is required`);
@@ -225,6 +260,7 @@ export function buildVmConfig(
   const txBufferSize = get("tx_buffer_size");
   const queueSize = get("queue_size");
   const groups = get("groups");
+  const seqpacket = get("seqpacket");
   const config: VmConfig = {
     guestCid: guestCid === undefined
       ? DEFAULT_GUEST_CID
@@ -238,7 +274,14 @@ export function buildVmConfig(
       ? DEFAULT_QUEUE_SIZE
       : integer(queueSize, { key: "queue_size", where, min: 1, max: 32768 }),
     groups: groups === undefined ? [DEFAULT_GROUP] : list(groups, "groups", where),
+    seqpacket: seqpacket === undefined ? false : boolean(seqpacket, "seqpacket", where),
   };
+  if (
+    config.backend.kind === "vsock" && config.backend.forwardListenSeqpacket.length > 0 &&
+    !config.seqpacket
+  ) {
+    throw new UsageError(`${where}: forward-listen-seqpacket needs seqpacket`);
+  }
   if ((config.queueSize & (config.queueSize - 1)) !== 0) {
     throw new UsageError(`${where}: queue_size ${config.queueSize} is not a power of 2`);
   }
@@ -292,6 +335,7 @@ export function parseYamlConfig(source: string, where = "--config"): VmConfig[] 
 
 function yamlValue(value: unknown, options: { key: string; where: string }): RawValue {
   if (typeof value === "string" || typeof value === "number") return value;
+  if (typeof value === "boolean") return value ? "on" : "off";
   if (Array.isArray(value) && value.every((v) => typeof v === "string" || typeof v === "number")) {
     return value as (string | number)[];
   }

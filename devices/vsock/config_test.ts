@@ -12,9 +12,15 @@ Deno.test("config: --vm takes snake_case and kebab-case keys, + lists, defaults"
     txBufferSize: 262144,
     queueSize: 1024,
     groups: ["a", "b"],
+    seqpacket: false,
   });
   const fwd = parseVmOption("socket=/s,forward-cid=1,forward-listen=9000+9001");
-  assert.deepEqual(fwd.backend, { kind: "vsock", forwardCid: 1, forwardListen: [9000, 9001] });
+  assert.deepEqual(fwd.backend, {
+    kind: "vsock",
+    forwardCid: 1,
+    forwardListen: [9000, 9001],
+    forwardListenSeqpacket: [],
+  });
   assert.throws(() => parseVmOption("socket=/s"), UsageError);
   assert.throws(() => parseVmOption("socket=/s,uds-path=/u,forward-cid=1"), UsageError);
   assert.throws(() => parseVmOption("socket=/s,uds-path=/u,guest-cid=1"), UsageError);
@@ -38,7 +44,12 @@ vms:
 `);
   assert.equal(vms.length, 2);
   assert.deepEqual(vms[0].groups, ["group1", "group2"]);
-  assert.deepEqual(vms[1].backend, { kind: "vsock", forwardCid: 1, forwardListen: [9001, 9002] });
+  assert.deepEqual(vms[1].backend, {
+    kind: "vsock",
+    forwardCid: 1,
+    forwardListen: [9001, 9002],
+    forwardListenSeqpacket: [],
+  });
   assert.deepEqual(vms[1].groups, ["group1"]);
   assert.throws(() => parseYamlConfig("vms: []"), UsageError);
   assert.throws(() => parseYamlConfig("vm:\n  - socket: x"), /unknown top-level key/);
@@ -75,4 +86,31 @@ Deno.test("uds: CONNECT lines", () => {
   assert.equal(parseConnectLine("CONNECT 99999999999"), null);
   assert.equal(parseConnectLine("CONNECT -1"), null);
   assert.equal(parseConnectLine("OPEN 1"), null);
+});
+
+Deno.test("config: seqpacket is off unless --seqpacket, seqpacket=on or a YAML boolean asks", () => {
+  assert.equal(parseVmOption("socket=/s,uds-path=/u").seqpacket, false);
+  assert.equal(parseVmOption("socket=/s,uds-path=/u,seqpacket=on").seqpacket, true);
+  assert.equal(parseVmOption("socket=/s,forward-cid=1,seqpacket=true").seqpacket, true);
+  assert.equal(parseVmOption("socket=/s,uds-path=/u,seqpacket=off").seqpacket, false);
+  assert.throws(() => parseVmOption("socket=/s,uds-path=/u,seqpacket=maybe"), /seqpacket 'maybe'/);
+  const yaml = parseYamlConfig("vms:\n  - socket: /s\n    uds-path: /u\n    seqpacket: true\n");
+  assert.equal(yaml[0].seqpacket, true);
+  const fwd = parseVmOption("socket=/s,forward-cid=1,seqpacket=on,forward-listen-seqpacket=7+8");
+  assert.deepEqual(fwd.backend, {
+    kind: "vsock",
+    forwardCid: 1,
+    forwardListen: [],
+    forwardListenSeqpacket: [7, 8],
+  });
+  assert.throws(
+    () => parseVmOption("socket=/s,forward-cid=1,forward-listen-seqpacket=7"),
+    /forward-listen-seqpacket needs seqpacket/,
+  );
+  const flags = vmConfigsFrom({ socket: "/s", "uds-path": "/u", seqpacket: true });
+  assert.equal(flags[0].seqpacket, true);
+  assert.throws(
+    () => vmConfigsFrom({ vm: ["socket=/s,uds-path=/u"], seqpacket: true }),
+    /--vm cannot be used with --seqpacket/,
+  );
 });

@@ -16,6 +16,8 @@
 
 import type { HostStream } from "./host.ts";
 import { TxBuffer } from "./tx_buffer.ts";
+import { MessageQueue, type OutgoingMessage } from "./seqpacket.ts";
+import { VIRTIO_VSOCK_TYPE_SEQPACKET, VIRTIO_VSOCK_TYPE_STREAM } from "./packet.ts";
 
 /** Where a connection is in its life. */
 export type ConnectionState =
@@ -74,6 +76,14 @@ export class Connection {
   readonly bufAlloc: number;
   /** Guest bytes the host did not take yet. */
   readonly txBuffer: TxBuffer;
+  /** §5.10.6: VIRTIO_VSOCK_TYPE_STREAM or VIRTIO_VSOCK_TYPE_SEQPACKET; every packet carries it. */
+  readonly type: number;
+  /** SEQPACKET: guest messages for the host (in {@link txBuffer}), whole ones and the one gathering. */
+  readonly messages: MessageQueue;
+  /** SEQPACKET: the head of {@link messages} is being sent on a helper thread. */
+  messageInFlight = false;
+  /** SEQPACKET: the host message on its way to the guest. */
+  outgoing: OutgoingMessage | null = null;
   /** Where it is in its life. */
   state: ConnectionState;
   /** The host stream; `null` once closed. */
@@ -114,7 +124,7 @@ export class Connection {
   /** A connection in `state` over `stream`. */
   constructor(
     ports: { localPort: number; peerPort: number },
-    options: { state: ConnectionState; stream: HostStream; bufAlloc: number },
+    options: { state: ConnectionState; stream: HostStream; bufAlloc: number; seqpacket?: boolean },
   ) {
     this.localPort = ports.localPort;
     this.peerPort = ports.peerPort;
@@ -123,6 +133,18 @@ export class Connection {
     this.stream = options.stream;
     this.bufAlloc = options.bufAlloc;
     this.txBuffer = new TxBuffer(options.bufAlloc);
+    this.type = options.seqpacket ? VIRTIO_VSOCK_TYPE_SEQPACKET : VIRTIO_VSOCK_TYPE_STREAM;
+    this.messages = new MessageQueue(this.txBuffer);
+  }
+
+  /** A SOCK_SEQPACKET connection: messages, not a byte stream. */
+  get seqpacket(): boolean {
+    return this.type === VIRTIO_VSOCK_TYPE_SEQPACKET;
+  }
+
+  /** Nothing the guest sent waits for the host socket (a message still gathering does not count). */
+  get txEmpty(): boolean {
+    return this.seqpacket ? this.messages.count === 0 : this.txBuffer.empty;
   }
 
   /** Bytes the guest can still take (§5.10.6.3). */

@@ -83,3 +83,21 @@ Deno.test("tx buffer: a ring that wraps, frees its memory when empty, and refuse
   assert.ok(buffer.empty);
   assert.equal(buffer.peek().length, 0);
 });
+
+Deno.test("tx buffer: grows from a small allocation up to its capacity, keeping order across a wrap", () => {
+  const buffer = new TxBuffer(20_000);
+  const data = Uint8Array.from({ length: 20_000 }, (_, i) => i & 0xff);
+  buffer.push(data.subarray(0, 3000));
+  buffer.consume(2000);
+  // 1000 held from offset 2000 of a 4096-byte array: 3500 more wrap, then 10000 grow it.
+  buffer.push(data.subarray(3000, 6500));
+  buffer.push(data.subarray(6500, 16_500));
+  assert.equal(buffer.length, 14_500);
+  assert.deepEqual(buffer.head(14_500), data.subarray(2000, 16_500));
+  assert.throws(() => buffer.push(new Uint8Array(5501)), RangeError);
+  buffer.push(data.subarray(16_500, 20_000));
+  assert.equal(buffer.free, 2000);
+  buffer.consume(14_000);
+  assert.deepEqual(buffer.head(4000), data.subarray(16_000, 20_000));
+  assert.throws(() => buffer.head(4001), RangeError);
+});

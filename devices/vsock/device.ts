@@ -13,7 +13,15 @@
  */
 
 import { DeferredPass } from "../../core/deferred_pass.ts";
-import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, IOV_MAX, IovecList } from "../../ffi/mod.ts";
+import {
+  EPOLLERR,
+  EPOLLHUP,
+  EPOLLIN,
+  EPOLLOUT,
+  IOV_MAX,
+  IovecList,
+  stableBuffer,
+} from "../../ffi/mod.ts";
 import type { DeviceContext, VirtioDevice } from "../../core/device.ts";
 import type { Timer } from "../../core/event_loop.ts";
 import { bit, ProtocolFeature as P } from "../../core/protocol/constants.ts";
@@ -41,6 +49,7 @@ import {
   encodeHeader,
   encodeHeaderAt,
   opName,
+  VIRTIO_VSOCK_F_SEQPACKET,
   VIRTIO_VSOCK_OP_CREDIT_REQUEST,
   VIRTIO_VSOCK_OP_CREDIT_UPDATE,
   VIRTIO_VSOCK_OP_REQUEST,
@@ -48,8 +57,11 @@ import {
   VIRTIO_VSOCK_OP_RST,
   VIRTIO_VSOCK_OP_RW,
   VIRTIO_VSOCK_OP_SHUTDOWN,
+  VIRTIO_VSOCK_SEQ_EOM,
+  VIRTIO_VSOCK_SEQ_EOR,
   VIRTIO_VSOCK_SHUTDOWN_F_RECEIVE,
   VIRTIO_VSOCK_SHUTDOWN_F_SEND,
+  VIRTIO_VSOCK_TYPE_SEQPACKET,
   VIRTIO_VSOCK_TYPE_STREAM,
   VMADDR_CID_HOST,
   VSOCK_CONFIG_SIZE,
@@ -59,6 +71,7 @@ import {
   type VsockHeader,
 } from "./packet.ts";
 import type { SiblingPacket } from "./registry.ts";
+import { OutgoingMessage, pieceFlags } from "./seqpacket.ts";
 
 /** Control packets waiting for rx buffers before the device stops taking tx chains. */
 export const MAX_PENDING_CONTROL = 1024;
@@ -84,8 +97,10 @@ export interface VsockDeviceOptions {
   readonly guestCid: number;
   /** Largest queue size accepted. */
   readonly queueSize: number;
-  /** Per-connection host buffer, advertised as `buf_alloc`. */
+  /** Per-connection host buffer, advertised as `buf_alloc`; also the largest SEQPACKET message. */
   readonly txBufferSize: number;
+  /** Offer VIRTIO_VSOCK_F_SEQPACKET (§5.10.3); default false, as upstream. */
+  readonly seqpacket?: boolean;
   /** The host side; it outlives the device (one per VM). */
   readonly backend: HostBackend;
   /** Sends a packet for another CID to the sibling registry. */
@@ -109,9 +124,8 @@ export class VsockDevice implements VirtioDevice {
   /** rx, tx and event (QEMU sets up only rx and tx; the event queue stays in QEMU). */
   readonly numQueues = 3;
   readonly maxQueueSize: number;
-  /** Like rust-vmm: no INDIRECT_DESC (QEMU would allow it). */
-  readonly features: bigint = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_NOTIFY_ON_EMPTY) |
-    bit(VIRTIO_RING_F_EVENT_IDX);
+  /** Like rust-vmm: no INDIRECT_DESC (QEMU would allow it); SEQPACKET only if asked. */
+  readonly features: bigint;
   readonly protocolFeatures: bigint = bit(P.MQ) | bit(P.CONFIG);
   /** The guest's CID. */
   readonly guestCid: number;
@@ -153,9 +167,15 @@ export class VsockDevice implements VirtioDevice {
   #inTx = false;
   #txAgain = false;
   #sweepTimer: Timer | null = null;
+  /** The driver accepted VIRTIO_VSOCK_F_SEQPACKET. */
+  #seqpacket = false;
+  /** One host SEQPACKET message at a time is received here (allocated on first use). */
+  #messageBuffer: Uint8Array<ArrayBuffer> | null = null;
 
   /** A device for the guest `guestCid`. */
   constructor(options: VsockDeviceOptions) {
+    this.features = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_NOTIFY_ON_EMPTY) |
+      bit(VIRTIO_RING_F_EVENT_IDX) | (options.seqpacket ? bit(VIRTIO_VSOCK_F_SEQPACKET) : 0n);
     this.guestCid = options.guestCid;
     this.maxQueueSize = options.queueSize;
     this.#txBufferSize = options.txBufferSize;
@@ -167,6 +187,11 @@ export class VsockDevice implements VirtioDevice {
   /** Live connections (for tests and diagnostics). */
   get connectionCount(): number {
     return this.#connections.size;
+  }
+
+  /** §5.10.3: SEQPACKET connections only once the driver accepted the feature. */
+  acknowledgeFeatures(features: bigint): void {
+    this.#seqpacket = (features & this.features & bit(VIRTIO_VSOCK_F_SEQPACKET)) !== 0n;
   }
 
   activate(context: DeviceContext): void {
@@ -220,11 +245,19 @@ export class VsockDevice implements VirtioDevice {
   hostConnect(stream: HostStream, port: number): boolean {
     const context = this.#context;
     if (!context || !context.memory()) return false;
+    if (stream.seqpacket && !this.#seqpacket) {
+      this.#limited?.info(
+        "seqpacket-off",
+        `a SOCK_SEQPACKET host program asked for guest port ${port}, but the guest did not accept VIRTIO_VSOCK_F_SEQPACKET`,
+      );
+      return false;
+    }
     const localPort = this.#allocateLocalPort(port);
     const conn = new Connection({ localPort, peerPort: port }, {
       state: "connecting",
       stream,
       bufAlloc: this.#txBufferSize,
+      seqpacket: stream.seqpacket,
     });
     conn.deadline = performance.now() + CONNECT_TIMEOUT_MS;
     this.#reserve(stream);
@@ -241,6 +274,8 @@ export class VsockDevice implements VirtioDevice {
   /** A sibling VM's guest sent this guest a packet. Returns false if it was dropped. */
   deliverSibling(packet: SiblingPacket): boolean {
     if (!this.#context) return false;
+    // A guest without the feature would RST it anyway; its sender learns at once.
+    if (packet.header.type === VIRTIO_VSOCK_TYPE_SEQPACKET && !this.#seqpacket) return false;
     if (this.#siblingBytes + packet.payload.length > MAX_SIBLING_BYTES) {
       this.#limited?.warn(
         "sibling-full",
@@ -358,6 +393,7 @@ export class VsockDevice implements VirtioDevice {
       this.#limited?.warn("dst-cid", `dropping a packet for CID ${header.dstCid}`);
       return;
     }
+    if (!this.#typeSupported(header)) return;
     const length = header.op === VIRTIO_VSOCK_OP_RW ? Math.min(header.len, payload.available) : 0;
     // The payload is copied: bound it before allocating (guest descriptors may alias).
     if (length > MAX_SIBLING_BYTES) {
@@ -377,15 +413,12 @@ export class VsockDevice implements VirtioDevice {
     header: VsockHeader,
     payload: { chain: DescriptorChain; available: number },
   ): void {
-    if (header.type !== VIRTIO_VSOCK_TYPE_STREAM) {
-      this.#limited?.info(
-        "type",
-        `socket type ${header.type} is not supported: ${describeHeader(header)}`,
-      );
-      this.#resetReply(header);
+    if (!this.#typeSupported(header)) return;
+    const conn = this.#lookup(header.dstPort, header.srcPort);
+    if (conn && conn.type !== header.type) {
+      this.#abort(conn, `a packet of socket type ${header.type} on a type ${conn.type} connection`);
       return;
     }
-    const conn = this.#lookup(header.dstPort, header.srcPort);
     if (!conn) {
       if (header.op === VIRTIO_VSOCK_OP_REQUEST) this.#acceptGuestConnect(header);
       else this.#resetReply(header);
@@ -412,6 +445,8 @@ export class VsockDevice implements VirtioDevice {
             conn,
             `an RW header claiming ${header.len} bytes with ${payload.available} in the chain`,
           );
+        } else if (conn.seqpacket) {
+          this.#messageToHost(conn, { header, chain: payload.chain });
         } else {
           this.#forwardToHost(conn, { chain: payload.chain, length: header.len });
         }
@@ -427,6 +462,29 @@ export class VsockDevice implements VirtioDevice {
       default:
         this.#abort(conn, `unknown ${opName(header.op)}`);
     }
+  }
+
+  /**
+   * STREAM always; SEQPACKET once the driver accepted the feature (§5.10.3).
+   * Anything else gets an RST, as Linux's vhost-vsock answers.
+   */
+  #typeSupported(header: VsockHeader): boolean {
+    if (
+      header.type === VIRTIO_VSOCK_TYPE_STREAM ||
+      (header.type === VIRTIO_VSOCK_TYPE_SEQPACKET && this.#seqpacket)
+    ) {
+      return true;
+    }
+    this.#limited?.info(
+      "type",
+      `socket type ${header.type} is not supported` +
+        (header.type === VIRTIO_VSOCK_TYPE_SEQPACKET
+          ? " (VIRTIO_VSOCK_F_SEQPACKET was not negotiated)"
+          : "") +
+        `: ${describeHeader(header)}`,
+    );
+    this.#resetReply(header);
+    return false;
   }
 
   /** The connection of a guest packet; the last one found is checked first (a stream's packets come in runs). */
@@ -455,8 +513,9 @@ export class VsockDevice implements VirtioDevice {
   /** §5.10.6.2: the guest connects to a host port. */
   #acceptGuestConnect(header: VsockHeader): void {
     let stream: HostStream;
+    const seqpacket = header.type === VIRTIO_VSOCK_TYPE_SEQPACKET;
     try {
-      stream = this.#backend.connect(header.dstPort);
+      stream = this.#backend.connect(header.dstPort, { seqpacket });
     } catch (error) {
       this.#context?.log.debug(
         `guest port ${header.srcPort} cannot reach host port ${header.dstPort}: ${
@@ -470,6 +529,7 @@ export class VsockDevice implements VirtioDevice {
       state: stream.pending ? "host-connecting" : "established",
       stream,
       bufAlloc: this.#txBufferSize,
+      seqpacket,
     });
     conn.updatePeerCredit(header.bufAlloc, header.fwdCnt);
     this.#reserve(stream);
@@ -545,12 +605,107 @@ export class VsockDevice implements VirtioDevice {
       return;
     }
     if (conn.guestShutReceive && conn.guestShutSend) {
-      if (conn.txBuffer.empty) this.#remove(conn, { reset: true });
+      if (conn.txEmpty) this.#remove(conn, { reset: true });
       else conn.closeAfterFlush = true;
       return;
     }
-    if (conn.guestShutSend && conn.txBuffer.empty) this.#shutHostWrite(conn);
+    if (conn.guestShutSend && conn.txEmpty) this.#shutHostWrite(conn);
     this.#setEvents(conn);
+  }
+
+  /**
+   * A SEQPACKET RW: its payload joins the message being gathered; at EOM
+   * the whole message goes to the host socket in one send (§5.10.6). The
+   * gathered and waiting bytes are what credit allows the guest, at most
+   * our `buf_alloc`: beyond it the guest broke the protocol.
+   */
+  #messageToHost(conn: Connection, packet: { header: VsockHeader; chain: DescriptorChain }): void {
+    const { header, chain } = packet;
+    const messages = conn.messages;
+    if (header.len > messages.free) {
+      this.#abort(
+        conn,
+        `a SEQPACKET message past its credit: ${header.len} more bytes with ` +
+          `${messages.free} of ${conn.bufAlloc} free`,
+      );
+      return;
+    }
+    // Straight from guest memory into the connection's buffer: one copy.
+    let skip = VSOCK_HEADER_SIZE;
+    let left = header.len;
+    for (const slice of chain.readable) {
+      if (left === 0) break;
+      if (skip >= slice.length) {
+        skip -= slice.length;
+        continue;
+      }
+      const take = Math.min(slice.length - skip, left);
+      const start = slice.offset + skip;
+      messages.append(slice.region.bytes.subarray(start, start + take));
+      left -= take;
+      skip = 0;
+    }
+    if (!(header.flags & VIRTIO_VSOCK_SEQ_EOM)) return;
+    if (!messages.end({ eor: (header.flags & VIRTIO_VSOCK_SEQ_EOR) !== 0 })) return;
+    if (messages.count === 1) this.#flushMessages(conn);
+  }
+
+  /**
+   * SEQPACKET: sends the waiting whole messages to the host socket, in
+   * order, until it is full. A send that waits on a helper thread (AF_VSOCK)
+   * goes on when it is done; until then nothing else is sent.
+   */
+  #flushMessages(conn: Connection): void {
+    const stream = conn.stream;
+    if (!stream || conn.messageInFlight) return;
+    for (let message = conn.messages.peek(); message; message = conn.messages.peek()) {
+      let sent: boolean | Promise<void>;
+      try {
+        sent = stream.sendMessage(message.bytes, { eor: message.eor });
+      } catch (error) {
+        this.#hostFailed(conn, error);
+        return;
+      }
+      if (sent === false) break;
+      if (sent !== true) {
+        conn.messageInFlight = true;
+        this.#awaitMessage(conn, sent);
+        break;
+      }
+      this.#messageSent(conn);
+    }
+    this.#setEvents(conn);
+  }
+
+  /** The head of `conn.messages` went to the host: it counts as forwarded (§5.10.6.3). */
+  #messageSent(conn: Connection): void {
+    conn.forwarded(conn.messages.shift());
+    this.#forwardedTo.add(conn);
+  }
+
+  /** A message sent on a helper thread: the next goes once it is done, with a CREDIT_UPDATE if due. */
+  #awaitMessage(conn: Connection, sending: Promise<void>): void {
+    const done = (error?: unknown): void => {
+      conn.messageInFlight = false;
+      // A connection closed meanwhile (or a device reset) lost its messages with its stream.
+      if (!conn.stream || conn.removed || !this.#context) return;
+      if (error !== undefined) {
+        this.#hostFailed(conn, error);
+      } else {
+        this.#messageSent(conn);
+        this.#flushMessages(conn);
+        if (conn.stream && conn.txEmpty && conn.closeAfterFlush) {
+          this.#remove(conn, { reset: true });
+        } else if (conn.stream && conn.txEmpty && conn.guestShutSend) {
+          this.#shutHostWrite(conn);
+        }
+      }
+      for (const forwarded of this.#forwardedTo) this.#maybeCreditUpdate(forwarded);
+      this.#forwardedTo.clear();
+      this.#processRx();
+    };
+    const tracked = this.#context?.loop.track(sending) ?? sending;
+    tracked.then(() => done(), (error) => done(error ?? new Error("send failed")));
   }
 
   /**
@@ -647,7 +802,10 @@ export class VsockDevice implements VirtioDevice {
   #flush(conn: Connection): void {
     const stream = conn.stream;
     if (!stream) return;
-    while (!conn.txBuffer.empty) {
+    // (A SEQPACKET connection's buffer holds messages: they go whole, never as a byte run.)
+    if (conn.seqpacket) this.#flushMessages(conn);
+    if (!conn.stream) return;
+    while (!conn.seqpacket && !conn.txBuffer.empty) {
       const chunk = conn.txBuffer.peek();
       let written: number | null;
       try {
@@ -661,7 +819,7 @@ export class VsockDevice implements VirtioDevice {
       conn.forwarded(written);
       if (written < chunk.length) break;
     }
-    if (conn.txBuffer.empty) {
+    if (conn.txEmpty) {
       if (conn.closeAfterFlush) {
         this.#remove(conn, { reset: true });
         return;
@@ -700,7 +858,7 @@ export class VsockDevice implements VirtioDevice {
           `host gave up on ${this.#describe(conn)} before the guest answered`,
         );
         this.#remove(conn, { reset: true });
-      } else if (!conn.txBuffer.empty) {
+      } else if (!conn.txEmpty) {
         this.#abort(conn, "the host left with bytes still to deliver", { level: "debug" });
       } else if (conn.hostEof || conn.guestShutReceive) {
         this.#hostGone(conn);
@@ -754,7 +912,10 @@ export class VsockDevice implements VirtioDevice {
     ) {
       events |= EPOLLIN;
     }
-    if (!conn.txBuffer.empty || conn.state === "host-connecting") events |= EPOLLOUT;
+    // (A message on a helper thread says when it is done: no EPOLLOUT for it.)
+    if ((!conn.txEmpty && !conn.messageInFlight) || conn.state === "host-connecting") {
+      events |= EPOLLOUT;
+    }
     if (conn.events === null) {
       loop.watch(stream.fd, (flags) => this.#onHostEvent(conn, flags), { events });
     } else if (conn.events !== events) {
@@ -771,7 +932,8 @@ export class VsockDevice implements VirtioDevice {
   /** Credit went from none to some: read the host stream again. */
   #creditArrived(conn: Connection): void {
     if (conn.state !== "established" || conn.hostEof || conn.guestShutReceive) return;
-    if (conn.hostHup) this.#rxReady.add(conn);
+    // A SEQPACKET message half sent waits in the connection, not the socket: no EPOLLIN for it.
+    if (conn.hostHup || conn.outgoing !== null) this.#rxReady.add(conn);
     else this.#setEvents(conn);
   }
 
@@ -817,6 +979,8 @@ export class VsockDevice implements VirtioDevice {
         length = this.#sendControl(chain, this.#control.shift()!);
       } else if (this.#siblings.length > 0) {
         length = this.#sendSibling(chain);
+      } else if (conn!.seqpacket) {
+        length = this.#sendMessagePiece(chain, conn!);
       } else {
         const readable = conn!.stream!.readable();
         if (readable !== null && readable > 0) {
@@ -949,9 +1113,11 @@ export class VsockDevice implements VirtioDevice {
     const item = this.#siblings.peek()!;
     const { header, payload } = item.packet;
     const room = chain.writableLength - VSOCK_HEADER_SIZE;
-    // An RW larger than the buffer goes as several RW packets: a stream has no boundaries.
+    // An RW larger than the buffer goes as several RW packets; a SEQPACKET message's EOM/EOR
+    // stay on the last of them.
     const take = Math.min(payload.length - item.offset, room);
-    this.#writeHeader(chain, { ...header, len: take });
+    const last = item.offset + take >= payload.length;
+    this.#writeHeader(chain, { ...header, len: take, flags: pieceFlags(header.flags, { last }) });
     if (take > 0) {
       writeSlices(
         chain.writable,
@@ -982,36 +1148,8 @@ export class VsockDevice implements VirtioDevice {
       this.#remove(conn, { reset: false });
       return this.#writeConnHeader(chain, conn, { op: VIRTIO_VSOCK_OP_RST, flags: 0, len: 0 });
     }
-    if (count === null) {
-      // Nothing after all: this buffer carries a credit update instead.
-      this.#rxReady.delete(conn);
-      this.#setEvents(conn);
-      return this.#writeConnHeader(chain, conn, {
-        op: VIRTIO_VSOCK_OP_CREDIT_UPDATE,
-        flags: 0,
-        len: 0,
-      });
-    }
-    if (count === 0) {
-      conn.hostEof = true;
-      this.#rxReady.delete(conn);
-      if (conn.hostHup || conn.guestShutSend) {
-        const length = this.#writeConnHeader(chain, conn, {
-          op: VIRTIO_VSOCK_OP_SHUTDOWN,
-          flags: VIRTIO_VSOCK_SHUTDOWN_F_RECEIVE | VIRTIO_VSOCK_SHUTDOWN_F_SEND,
-          len: 0,
-        });
-        if (conn.hostHup) this.#closing(conn);
-        else this.#setEvents(conn);
-        return length;
-      }
-      this.#setEvents(conn);
-      return this.#writeConnHeader(chain, conn, {
-        op: VIRTIO_VSOCK_OP_SHUTDOWN,
-        flags: VIRTIO_VSOCK_SHUTDOWN_F_SEND,
-        len: 0,
-      });
-    }
+    if (count === null) return this.#nothingToRead(chain, conn);
+    if (count === 0) return this.#hostEnded(chain, conn);
     conn.sentToGuest(count);
     if (count < max && !conn.hostHup) {
       // Probably drained: wait for EPOLLIN rather than try again.
@@ -1019,6 +1157,105 @@ export class VsockDevice implements VirtioDevice {
       this.#setEvents(conn);
     }
     return this.#writeConnHeader(chain, conn, { op: VIRTIO_VSOCK_OP_RW, flags: 0, len: count });
+  }
+
+  /** Nothing to read after all: this buffer carries a credit update instead. */
+  #nothingToRead(chain: DescriptorChain, conn: Connection): number {
+    this.#rxReady.delete(conn);
+    this.#setEvents(conn);
+    return this.#writeConnHeader(chain, conn, {
+      op: VIRTIO_VSOCK_OP_CREDIT_UPDATE,
+      flags: 0,
+      len: 0,
+    });
+  }
+
+  /** The host stream's end of file, as SHUTDOWN (§5.10.6.4). */
+  #hostEnded(chain: DescriptorChain, conn: Connection): number {
+    conn.hostEof = true;
+    this.#rxReady.delete(conn);
+    if (conn.hostHup || conn.guestShutSend) {
+      const length = this.#writeConnHeader(chain, conn, {
+        op: VIRTIO_VSOCK_OP_SHUTDOWN,
+        flags: VIRTIO_VSOCK_SHUTDOWN_F_RECEIVE | VIRTIO_VSOCK_SHUTDOWN_F_SEND,
+        len: 0,
+      });
+      if (conn.hostHup) this.#closing(conn);
+      else this.#setEvents(conn);
+      return length;
+    }
+    this.#setEvents(conn);
+    return this.#writeConnHeader(chain, conn, {
+      op: VIRTIO_VSOCK_OP_SHUTDOWN,
+      flags: VIRTIO_VSOCK_SHUTDOWN_F_SEND,
+      len: 0,
+    });
+  }
+
+  /**
+   * SEQPACKET: the next piece of the host message on its way to `conn`'s
+   * guest, as much as the buffer and credit take, EOM on the last piece
+   * (§5.10.6). A message is received whole from the host socket first; one
+   * larger than our buffer, or than the guest's whole `buf_alloc` (Linux
+   * drops what does not fit), can never arrive intact: the connection is
+   * reset with a log line.
+   */
+  #sendMessagePiece(chain: DescriptorChain, conn: Connection): number {
+    if (conn.outgoing === null) {
+      const buffer = this.#messageBuffer ??= stableBuffer(this.#txBufferSize);
+      let got;
+      try {
+        got = conn.stream!.receiveMessage(buffer);
+      } catch (error) {
+        this.#context?.log.debug(
+          `host side of ${this.#describe(conn)} failed: ${errorText(error)}`,
+        );
+        this.#remove(conn, { reset: false });
+        return this.#writeConnHeader(chain, conn, { op: VIRTIO_VSOCK_OP_RST, flags: 0, len: 0 });
+      }
+      if (got === null) return this.#nothingToRead(chain, conn);
+      if (got.length === 0) return this.#hostEnded(chain, conn);
+      if (got.truncated || got.length > conn.peerBufAlloc) {
+        this.#limited?.warn(
+          "message-size",
+          `resetting ${this.#describe(conn)}: a ${got.length}-byte host message exceeds ` +
+            (got.truncated
+              ? `the connection's buffer (${buffer.length} bytes)`
+              : `the guest's buffer (${conn.peerBufAlloc} bytes)`),
+        );
+        this.#remove(conn, { reset: false });
+        return this.#writeConnHeader(chain, conn, { op: VIRTIO_VSOCK_OP_RST, flags: 0, len: 0 });
+      }
+      conn.outgoing = new OutgoingMessage(buffer.slice(0, got.length), { eor: got.eor });
+    }
+    const message = conn.outgoing;
+    const room = Math.min(conn.peerCredit, chain.writableLength - VSOCK_HEADER_SIZE);
+    if (room <= 0) {
+      // A buffer with room for a header only (credit is there, or the turn had not come):
+      // it carries our credit, and the message waits for the next buffer.
+      return this.#writeConnHeader(chain, conn, {
+        op: VIRTIO_VSOCK_OP_CREDIT_UPDATE,
+        flags: 0,
+        len: 0,
+      });
+    }
+    const piece = message.next(room);
+    writeSlices(chain.writable, piece.bytes, { skip: VSOCK_HEADER_SIZE });
+    conn.sentToGuest(piece.bytes.length);
+    if (message.remaining === 0) {
+      conn.outgoing = null;
+      // The next message is read when this connection's turn comes again. A socket that holds
+      // none (FIONREAD) waits for EPOLLIN instead, rather than cost the guest a buffer.
+      if (!conn.hostHup && conn.stream!.readable() === 0) {
+        this.#rxReady.delete(conn);
+        this.#setEvents(conn);
+      }
+    }
+    return this.#writeConnHeader(chain, conn, {
+      op: VIRTIO_VSOCK_OP_RW,
+      flags: piece.flags,
+      len: piece.bytes.length,
+    });
   }
 
   /** Writes a header for `conn` carrying our current credit; returns the header size plus `len`. */
@@ -1034,7 +1271,7 @@ export class VsockDevice implements VirtioDevice {
       srcPort: conn.localPort,
       dstPort: conn.peerPort,
       len: fields.len,
-      type: VIRTIO_VSOCK_TYPE_STREAM,
+      type: conn.type,
       op: fields.op,
       flags: fields.flags,
       bufAlloc: conn.bufAlloc,
@@ -1120,7 +1357,7 @@ export class VsockDevice implements VirtioDevice {
         srcPort: conn.localPort,
         dstPort: conn.peerPort,
         len: 0,
-        type: VIRTIO_VSOCK_TYPE_STREAM,
+        type: conn.type,
         op: VIRTIO_VSOCK_OP_RST,
         flags: 0,
         bufAlloc: conn.bufAlloc,

@@ -12,17 +12,28 @@ import {
   close,
   type IovecList,
   readv,
+  type ReceivedMessage,
+  receiveMessage,
   sendBufferSize,
+  sendMessage,
+  sendMessageOnHelperThread,
+  setNonBlocking,
   setSendBuffer,
+  shutdownSocket,
   shutdownWrite,
   write,
   writev,
 } from "../../ffi/mod.ts";
 
-/** One host-side connected stream socket, non-blocking. */
+/** One host-side connected socket, non-blocking: a byte stream, or SOCK_SEQPACKET. */
 export interface HostStream {
   /** The descriptor the device watches on the event loop. */
   readonly fd: number;
+  /**
+   * A SOCK_SEQPACKET socket: the device uses {@link receiveMessage} and
+   * {@link sendMessage} on it, never the byte calls, so boundaries are kept.
+   */
+  readonly seqpacket: boolean;
   /**
    * The connect is still under way: the stream turns writable (EPOLLOUT)
    * once connected, or reports EPOLLERR/EPOLLHUP if it failed.
@@ -39,6 +50,19 @@ export interface HostStream {
   writev(iov: IovecList): number | null;
   /** Writes `bytes`; the count written, or `null` if the socket is full. Throws on errors. */
   write(bytes: Uint8Array): number | null;
+  /**
+   * SEQPACKET: receives one whole message into `into` (a stable buffer, see
+   * ffi's `stableBuffer`); `null` if none waits, length 0 at end of file.
+   * Throws on errors.
+   */
+  receiveMessage(into: Uint8Array<ArrayBuffer>): ReceivedMessage | null;
+  /**
+   * SEQPACKET: sends one whole message; false if the socket is full. Throws
+   * on errors. A promise instead means the send waits on a helper thread
+   * (sockets whose non-blocking send may cut a message): `bytes` must stay
+   * untouched and no other message may be sent until it settles.
+   */
+  sendMessage(bytes: Uint8Array, options: { eor: boolean }): boolean | Promise<void>;
   /** Half-closes: the host peer reads end of file, the stream can still receive. */
   shutdownWrite(): void;
   /**
@@ -63,8 +87,11 @@ export interface HostBackend {
   readonly description: string;
   /** Starts accepting host-initiated connections, handing each to `handler`. */
   start(handler: HostConnectHandler): void;
-  /** Connects for a guest connecting to the host on `port`. Throws if that fails. */
-  connect(port: number): HostStream;
+  /**
+   * Connects for a guest connecting to the host on `port` (a SOCK_SEQPACKET
+   * socket with `seqpacket`). Throws if that fails.
+   */
+  connect(port: number, options?: { seqpacket?: boolean }): HostStream;
   /**
    * What a host-initiated stream is sent once the guest accepted on guest
    * `port` (hybrid vsock's `OK <port>\n`), or `null` for nothing.
@@ -82,13 +109,41 @@ export class SocketStream implements HostStream {
   /** The socket. */
   readonly fd: number;
   readonly pending: boolean;
+  readonly seqpacket: boolean;
+  readonly #helperThreadSends: boolean;
+  #blocking = false;
   static #defaultSendBuffer: number | null = null;
   #canCount = true;
 
-  /** Wraps a (connecting or) connected non-blocking socket; the stream owns it from now on. */
-  constructor(fd: number, options: { pending?: boolean } = {}) {
+  /**
+   * Wraps a (connecting or) connected non-blocking socket, of type
+   * SOCK_SEQPACKET if `seqpacket`; the stream owns it from now on.
+   * `helperThreadSends`: messages are sent from a helper thread that may
+   * wait (AF_VSOCK SOCK_SEQPACKET, see ffi's `sendMessageOnHelperThread`).
+   */
+  constructor(
+    fd: number,
+    options: { pending?: boolean; seqpacket?: boolean; helperThreadSends?: boolean } = {},
+  ) {
     this.fd = fd;
     this.pending = options.pending ?? false;
+    this.seqpacket = options.seqpacket ?? false;
+    this.#helperThreadSends = options.helperThreadSends ?? false;
+  }
+
+  receiveMessage(into: Uint8Array<ArrayBuffer>): ReceivedMessage | null {
+    return receiveMessage(this.fd, into);
+  }
+
+  sendMessage(bytes: Uint8Array, options: { eor: boolean }): boolean | Promise<void> {
+    if (!this.#helperThreadSends) return sendMessage(this.fd, bytes, options);
+    // Connected by now: the helper thread's send may wait; every other call here does not
+    // (receives pass MSG_DONTWAIT).
+    if (!this.#blocking) {
+      setNonBlocking(this.fd, false);
+      this.#blocking = true;
+    }
+    return sendMessageOnHelperThread(this.fd, bytes, options);
   }
 
   readv(iov: IovecList): number | null {
@@ -130,6 +185,8 @@ export class SocketStream implements HostStream {
   }
 
   close(): void {
+    // A send waiting on a helper thread wakes (EPIPE) instead of waiting for a peer that may never read.
+    if (this.#blocking) shutdownSocket(this.fd);
     close(this.fd);
   }
 }

@@ -24,8 +24,16 @@ export const VSOCK_HEADER_SIZE = 44;
 
 /** §5.10.6: stream socket type. */
 export const VIRTIO_VSOCK_TYPE_STREAM = 1;
-/** §5.10.6: seqpacket socket type (not offered: VIRTIO_VSOCK_F_SEQPACKET is not negotiated). */
+/** §5.10.6: seqpacket socket type (only once VIRTIO_VSOCK_F_SEQPACKET is negotiated). */
 export const VIRTIO_VSOCK_TYPE_SEQPACKET = 2;
+
+/** §5.10.3: feature bit: SOCK_SEQPACKET connections are supported. */
+export const VIRTIO_VSOCK_F_SEQPACKET = 1;
+
+/** §5.10.6: RW flag of SEQPACKET: this packet ends a message. */
+export const VIRTIO_VSOCK_SEQ_EOM = 1;
+/** §5.10.6: RW flag of SEQPACKET: the message ends a record (MSG_EOR). */
+export const VIRTIO_VSOCK_SEQ_EOR = 2;
 
 /** §5.10.6: connection request. */
 export const VIRTIO_VSOCK_OP_REQUEST = 1;
@@ -59,11 +67,11 @@ export interface VsockHeader {
   readonly dstPort: number;
   /** Payload length the sender claims. */
   readonly len: number;
-  /** Socket type (STREAM = 1). */
+  /** Socket type (STREAM = 1, SEQPACKET = 2). */
   readonly type: number;
   /** Operation (VIRTIO_VSOCK_OP_*). */
   readonly op: number;
-  /** Operation flags (SHUTDOWN's RECEIVE/SEND). */
+  /** Operation flags (SHUTDOWN's RECEIVE/SEND; SEQPACKET RW's EOM/EOR). */
   readonly flags: number;
   /** The sender's receive buffer size (§5.10.6.3). */
   readonly bufAlloc: number;

@@ -8,10 +8,26 @@
  * - guest → host: a guest connecting to CID 2 port P reaches the listener
  *   at `<path>_P`.
  *
+ * SOCK_SEQPACKET (our extension, when the VM offers it): host programs
+ * connect a SOCK_SEQPACKET socket to `<path>_seqpacket` and send the
+ * CONNECT line as one message (the reply is one message too), and a guest
+ * SEQPACKET connection to port P connects a SOCK_SEQPACKET socket to
+ * `<path>_P` (a Unix listener takes only its own socket type, as a vsock
+ * port does). Every later message is one guest message.
+ *
  * @module
  */
 
-import { acceptUnix, close, connectUnix, listenUnix, peek, read } from "../../ffi/mod.ts";
+import {
+  acceptUnix,
+  close,
+  connectUnix,
+  listenUnix,
+  peek,
+  read,
+  receiveMessage,
+  stableBuffer,
+} from "../../ffi/mod.ts";
 import type { EventLoop, Timer } from "../../core/event_loop.ts";
 import type { Logger } from "../../core/log.ts";
 import {
@@ -41,9 +57,14 @@ export function parseConnectLine(line: string): number | null {
   return port <= 0xffffffff ? port : null;
 }
 
+/** The suffix of the SOCK_SEQPACKET socket host programs connect to: `<path>_seqpacket`. */
+export const SEQPACKET_SUFFIX = "_seqpacket";
+
 /** A host program that connected and has not finished its CONNECT line. */
 interface Handshake {
   readonly fd: number;
+  /** It came in on the SOCK_SEQPACKET socket: the line is one message. */
+  readonly seqpacket: boolean;
   line: string;
   /** When it is given up (performance.now() ms). */
   readonly deadline: number;
@@ -56,19 +77,27 @@ const HANDSHAKE_SWEEP_MS = 1000;
 export class UnixHostBackend implements HostBackend {
   /** The host socket path. */
   readonly path: string;
+  /** The SOCK_SEQPACKET host socket path, or `null` if SEQPACKET is not offered. */
+  readonly seqpacketPath: string | null;
   readonly description: string;
   readonly #loop: EventLoop;
   readonly #log: Logger;
   readonly #handshakes = new Set<Handshake>();
   readonly #peeked = new Uint8Array(MAX_CONNECT_LINE + 1);
+  readonly #message = stableBuffer(MAX_CONNECT_LINE + 1);
   #sweepTimer: Timer | null = null;
   #listener: number | null = null;
+  #seqpacketListener: number | null = null;
   #handler: HostConnectHandler | null = null;
 
-  /** A backend for the socket at `path`; nothing is bound until {@link start}. */
-  constructor(path: string, options: { loop: EventLoop; log: Logger }) {
+  /**
+   * A backend for the socket at `path` (and `<path>_seqpacket` with
+   * `seqpacket`); nothing is bound until {@link start}.
+   */
+  constructor(path: string, options: { loop: EventLoop; log: Logger; seqpacket?: boolean }) {
     this.path = path;
-    this.description = `unix:${path}`;
+    this.seqpacketPath = options.seqpacket ? `${path}${SEQPACKET_SUFFIX}` : null;
+    this.description = `unix:${path}` + (this.seqpacketPath ? ` (+${SEQPACKET_SUFFIX})` : "");
     this.#loop = options.loop;
     this.#log = options.log;
   }
@@ -79,8 +108,15 @@ export class UnixHostBackend implements HostBackend {
     removeStaleSocket(this.path);
     const fd = listenUnix(this.path, UDS_BACKLOG);
     this.#listener = fd;
-    this.#loop.watch(fd, () => this.#accept(fd));
+    this.#loop.watch(fd, () => this.#accept(fd, { seqpacket: false }));
     this.#log.info(`hybrid vsock: host programs connect to ${this.path}`);
+    if (this.seqpacketPath !== null) {
+      removeStaleSocket(this.seqpacketPath);
+      const seq = listenUnix(this.seqpacketPath, UDS_BACKLOG, { seqpacket: true });
+      this.#seqpacketListener = seq;
+      this.#loop.watch(seq, () => this.#accept(seq, { seqpacket: true }));
+      this.#log.info(`hybrid vsock: SOCK_SEQPACKET host programs connect to ${this.seqpacketPath}`);
+    }
   }
 
   /** Firecracker's and rust-vmm's hybrid vsock answer to `CONNECT <port>`. */
@@ -88,8 +124,13 @@ export class UnixHostBackend implements HostBackend {
     return new TextEncoder().encode(`OK ${port}\n`);
   }
 
-  connect(port: number): HostStream {
-    return new SocketStream(connectUnix(`${this.path}_${port}`, { nonBlocking: true }));
+  /** Connects to `<path>_<port>`; a SOCK_SEQPACKET socket with `seqpacket`. */
+  connect(port: number, options: { seqpacket?: boolean } = {}): HostStream {
+    const seqpacket = options.seqpacket ?? false;
+    return new SocketStream(
+      connectUnix(`${this.path}_${port}`, { nonBlocking: true, seqpacket }),
+      { seqpacket },
+    );
   }
 
   /** Stops listening and removes the socket file; `unwatch: false` once the loop is closed. */
@@ -108,10 +149,20 @@ export class UnixHostBackend implements HostBackend {
         // Already gone.
       }
     }
+    if (this.#seqpacketListener !== null) {
+      if (unwatch) this.#loop.unwatch(this.#seqpacketListener);
+      close(this.#seqpacketListener);
+      this.#seqpacketListener = null;
+      try {
+        Deno.removeSync(this.seqpacketPath!);
+      } catch {
+        // Already gone.
+      }
+    }
     this.#handler = null;
   }
 
-  #accept(listener: number): void {
+  #accept(listener: number, options: { seqpacket: boolean }): void {
     for (;;) {
       let fd: number | null;
       try {
@@ -125,6 +176,7 @@ export class UnixHostBackend implements HostBackend {
       if (fd === null) return;
       const handshake: Handshake = {
         fd,
+        seqpacket: options.seqpacket,
         line: "",
         deadline: performance.now() + HANDSHAKE_TIMEOUT_MS,
       };
@@ -155,6 +207,10 @@ export class UnixHostBackend implements HostBackend {
    * where a byte at a time took one per character.
    */
   #readLine(handshake: Handshake): void {
+    if (handshake.seqpacket) {
+      this.#readLineMessage(handshake);
+      return;
+    }
     let n: number | null;
     try {
       n = peek(handshake.fd, this.#peeked);
@@ -183,6 +239,29 @@ export class UnixHostBackend implements HostBackend {
       return;
     }
     if (end < 0) return;
+    this.#connectTo(handshake);
+  }
+
+  /** SEQPACKET: the CONNECT line is the first message (its newline optional). */
+  #readLineMessage(handshake: Handshake): void {
+    let got;
+    try {
+      got = receiveMessage(handshake.fd, this.#message);
+    } catch {
+      got = { length: 0, truncated: false, eor: false };
+    }
+    if (got === null) return;
+    if (got.length === 0 || got.truncated) {
+      if (got.truncated) this.#log.info(`${this.seqpacketPath}: CONNECT line too long; closing`);
+      this.#endHandshake(handshake, { unwatch: true });
+      return;
+    }
+    handshake.line = String.fromCharCode(...this.#message.subarray(0, got.length));
+    this.#connectTo(handshake);
+  }
+
+  /** The CONNECT line is complete: hand the stream to the guest's port. */
+  #connectTo(handshake: Handshake): void {
     const port = parseConnectLine(handshake.line);
     this.#handshakes.delete(handshake);
     this.#loop.unwatch(handshake.fd);
@@ -191,7 +270,7 @@ export class UnixHostBackend implements HostBackend {
       close(handshake.fd);
       return;
     }
-    const stream = new SocketStream(handshake.fd);
+    const stream = new SocketStream(handshake.fd, { seqpacket: handshake.seqpacket });
     if (!this.#handler?.(stream, port)) {
       this.#log.debug(`${this.path}: no guest to take a connection to port ${port}; closing`);
       stream.close();

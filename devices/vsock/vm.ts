@@ -37,10 +37,13 @@ export function createBackend(
   options: { loop: EventLoop; log: Logger },
 ): HostBackend {
   const backend = config.backend;
-  if (backend.kind === "unix") return new UnixHostBackend(backend.udsPath, options);
+  if (backend.kind === "unix") {
+    return new UnixHostBackend(backend.udsPath, { ...options, seqpacket: config.seqpacket });
+  }
   return new VsockHostBackend({
     forwardCid: backend.forwardCid,
     listenPorts: backend.forwardListen,
+    seqpacketPorts: backend.forwardListenSeqpacket,
   }, options);
 }
 
@@ -88,6 +91,7 @@ export class VsockVm implements VsockPeer {
       guestCid: this.cid,
       queueSize: this.config.queueSize,
       txBufferSize: this.config.txBufferSize,
+      seqpacket: this.config.seqpacket,
       backend: this.#backend,
       route: (packet) => this.#route(packet),
       detached: () => this.#detached(),

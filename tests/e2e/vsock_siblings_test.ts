@@ -1,26 +1,33 @@
 // Sibling VMs with real guests: one vhost-device-vsock serves three QEMU
-// guests; A and B share a group and talk by CID, C is in another group and
-// is turned away; A is killed mid-transfer and B and the daemon carry on.
+// guests; A and B share a group and talk by CID (streams, and SOCK_SEQPACKET
+// messages of 1 B to 64 KiB both ways), C is in another group and is turned
+// away; A is killed mid-transfer and B and the daemon carry on.
 // Run: deno test --allow-all tests/e2e/vsock_siblings_test.ts (root: QEMU, guest kit)
 import assert from "node:assert/strict";
 import { consoleTail, type Guest, type GuestResult, startGuest } from "./guest.ts";
 import { DaemonProcess } from "../integration/daemon_process.ts";
+import { buildSeqpeer, SEQ_SIZES, SEQPEER_PATH } from "./vsock_seqpeer.ts";
 
 const MAIN = new URL("../../devices/vsock/main.ts", import.meta.url).pathname;
 
-/** The guest side of one VM: vsock transport, socat, and its vhost-user socket. */
-function vsockGuest(socket: string, script: string): Promise<Guest> {
+/** The guest side of one VM: vsock transport with SEQPACKET, socat, the SEQPACKET peer. */
+function vsockGuest(
+  socket: string,
+  script: string,
+  files: Record<string, Uint8Array>,
+): Promise<Guest> {
   return startGuest({
     modules: ["vmw_vsock_virtio_transport"],
     tools: ["socat", "sha256sum"],
+    files,
     timeoutMs: 400_000,
     qemuArgs: [
       "-chardev",
       `socket,id=c0,path=${socket}`,
       "-device",
-      "vhost-user-vsock-pci,chardev=c0",
+      "vhost-user-vsock-pci,chardev=c0,seqpacket=on",
     ],
-    script: `set -u\n${script}`,
+    script: `set -u\nchmod +x ${SEQPEER_PATH}\n${script}`,
   });
 }
 
@@ -39,7 +46,7 @@ retry() {
 Deno.test("e2e vsock: sibling guests talk by CID; a guest outside the group is refused; a killed guest leaves the rest working", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "vsock-sib-" });
   const vm = (cid: number, groups: string) =>
-    `guest-cid=${cid},socket=${dir}/vhost${cid}.sock,uds-path=${dir}/vm${cid}.vsock,groups=${groups}`;
+    `guest-cid=${cid},socket=${dir}/vhost${cid}.sock,uds-path=${dir}/vm${cid}.vsock,groups=${groups},seqpacket=on`;
   const daemon = await DaemonProcess.start(MAIN, {
     args: ["--vm", vm(3, "a"), "--vm", vm(4, "a"), "--vm", vm(5, "b")],
     waitFor: [3, 4, 5].map((cid) => `${dir}/vhost${cid}.sock`),
@@ -48,11 +55,13 @@ Deno.test("e2e vsock: sibling guests talk by CID; a guest outside the group is r
   });
   const guests: Guest[] = [];
   try {
+    const files = { [SEQPEER_PATH]: await buildSeqpeer(dir) };
     // B (CID 4): receives a file from A, serves one back, takes a stream that
     // A's death cuts, then echoes for the host over its hybrid socket.
     const b = await vsockGuest(
       `${dir}/vhost4.sock`,
       `
+      ${SEQPEER_PATH} answer 6100 || echo "@@RESULT seq_answer_rc $?" &
       dd if=/dev/urandom of=/tmp/out bs=1M count=8 2>/dev/null
       echo "@@RESULT b_out $(sha256sum /tmp/out | cut -d' ' -f1)"
       socat -u FILE:/tmp/out VSOCK-LISTEN:5001 &
@@ -67,6 +76,7 @@ Deno.test("e2e vsock: sibling guests talk by CID; a guest outside the group is r
       echo "@@ECHO_READY"
       wait
       `,
+      files,
     );
     guests.push(b);
     // A (CID 3): sends to B, fetches from B, then streams until it is killed.
@@ -78,9 +88,11 @@ Deno.test("e2e vsock: sibling guests talk by CID; a guest outside the group is r
       retry socat -u FILE:/tmp/out VSOCK-CONNECT:4:5000 || echo "@@RESULT a_send_failed 1"
       retry socat -u VSOCK-CONNECT:4:5001 CREATE:/tmp/in || echo "@@RESULT a_fetch_failed 1"
       echo "@@RESULT a_in $(sha256sum /tmp/in | cut -d' ' -f1)"
+      ${SEQPEER_PATH} send 4 6100 || echo "@@RESULT seq_send_rc $?"
       retry socat -u /dev/zero VSOCK-CONNECT:4:5002
       sleep 600
       `,
+      files,
     );
     guests.push(a);
     // C (CID 5, group b): may not reach B.
@@ -92,6 +104,7 @@ Deno.test("e2e vsock: sibling guests talk by CID; a guest outside the group is r
       echo "@@RESULT c_rc $?"
       echo "@@RESULT c_s $(awk -v t0="$t0" '{ print $1 - t0 }' /proc/uptime)"
       `,
+      files,
     );
     guests.push(c);
 
@@ -121,6 +134,14 @@ Deno.test("e2e vsock: sibling guests talk by CID; a guest outside the group is r
     if (ra.a_out !== rb.b_in) throw fail(`A→B sha ${ra.a_out} != ${rb.b_in}`, bResult);
     if (rb.b_out !== ra.a_in) throw fail(`B→A sha ${rb.b_out} != ${ra.a_in}`, aResult);
     assert.equal(rb.stream_ended, "1", "B's stream from A ended when A died");
+    // SOCK_SEQPACKET between the siblings: every message whole, both ways (A's 64 KiB
+    // packets reach B's 4 KiB rx buffers in pieces, EOM on the last).
+    if (ra.seq_error || rb.seq_error) {
+      throw fail(`vsock_seqpeer failed: A ${ra.seq_error}, B ${rb.seq_error}`, bResult);
+    }
+    const all = String(SEQ_SIZES.length);
+    if (rb.seq_answer_good !== all) throw fail(`A→B messages: ${rb.seq_answer_good}`, bResult);
+    if (ra.seq_in_good !== all) throw fail(`B→A messages: ${ra.seq_in_good}`, aResult);
     if (cResult.results.c_rc === "0") throw fail("C reached B across groups", cResult);
     assert.match(daemon.log, /no shared group/);
     console.log(

@@ -1,12 +1,43 @@
 // vhost-device-vsock with a real Linux guest (QEMU TCG, vhost-user-vsock-pci):
 // bulk transfers both ways, concurrency, abrupt ends on either side and
-// short-connection churn, all in one boot.
+// short-connection churn, and SOCK_SEQPACKET messages both ways (the
+// daemon runs with --seqpacket, QEMU with seqpacket=on), all in one boot.
 // Run: deno test --allow-all tests/e2e/vsock_test.ts (root: QEMU, guest kit)
 import assert from "node:assert/strict";
 import { consoleTail, type GuestResult, startGuest } from "./guest.ts";
 import { DaemonProcess } from "../integration/daemon_process.ts";
+import {
+  acceptUnix,
+  close,
+  connectUnix,
+  listenUnix,
+  receiveMessage,
+  sendMessage,
+  setNonBlocking,
+  stableBuffer,
+} from "../../ffi/mod.ts";
+import { pattern } from "../../devices/vsock/testing/guest_stream.ts";
+import { buildSeqpeer, SEQ_SIZES, SEQPEER_PATH } from "./vsock_seqpeer.ts";
 
 const MAIN = new URL("../../devices/vsock/main.ts", import.meta.url).pathname;
+
+/** Polls a non-blocking call until it yields something (the ffi calls do not wait). */
+async function poll<T>(what: string, attempt: () => T | null, timeoutMs = 300_000): Promise<T> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const value = attempt();
+    if (value !== null) return value;
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await delay(5);
+  }
+}
+
+/** One SOCK_SEQPACKET message from non-blocking `fd` (empty at end of file). */
+async function seqMessage(fd: number, buffer: Uint8Array<ArrayBuffer>): Promise<Uint8Array> {
+  const got = await poll("a SOCK_SEQPACKET message", () => receiveMessage(fd, buffer));
+  if (got.truncated) throw new Error(`a ${got.length}-byte message did not fit`);
+  return buffer.slice(0, got.length);
+}
 const MIB = 1 << 20;
 const BULK = 64 * MIB;
 
@@ -52,14 +83,16 @@ Deno.test("e2e vsock: a Linux guest over vhost-user-vsock-pci", async () => {
   const socket = `${dir}/vhost.sock`;
   const uds = `${dir}/vm.vsock`;
   const daemon = await DaemonProcess.start(MAIN, {
-    args: ["--socket", socket, "--uds-path", uds, "--guest-cid", "3"],
+    args: ["--socket", socket, "--uds-path", uds, "--guest-cid", "3", "--seqpacket"],
     waitFor: [socket],
     env: { RUST_LOG: "info" },
     tempDir: dir,
   });
   const listeners: Deno.UnixListener[] = [];
+  const fds: number[] = [];
   let result: GuestResult | null = null;
   try {
+    const seqpeer = await buildSeqpeer(dir);
     // Host listeners for guest → host connections, one port per check.
     const listen = (port: number) => {
       const l = Deno.listen({ transport: "unix", path: `${uds}_${port}` });
@@ -109,6 +142,29 @@ Deno.test("e2e vsock: a Linux guest over vhost-user-vsock-pci", async () => {
       conn.close();
       return got;
     })();
+    // 7. SOCK_SEQPACKET, guest → host: each message arrives whole (1 B to 64 KiB),
+    // then the host answers with as many for the guest to check.
+    // (A guest that never connects leaves the host waiting, but the guest's own
+    // "@@LISTENING_SEQ" comes regardless and the test fails on the results.)
+    const seqListener = listenUnix(`${uds}_6000`, 4, { seqpacket: true });
+    fds.push(seqListener);
+    const seqBuffer = stableBuffer(256 * 1024);
+    const seqReceived = (async () => {
+      const fd = await poll("the guest's SEQPACKET connection", () => acceptUnix(seqListener));
+      fds.push(fd);
+      const sizes: number[] = [];
+      let intact = 0;
+      for (const [i, size] of SEQ_SIZES.entries()) {
+        const message = await seqMessage(fd, seqBuffer);
+        sizes.push(message.length);
+        if (message.length === size && equal(message, pattern(size, i + 1))) intact++;
+      }
+      for (const [i, size] of SEQ_SIZES.entries()) {
+        await poll("room to send", () => sendMessage(fd, pattern(size, 100 + i)) || null);
+      }
+      return { sizes, intact };
+    })();
+
     // 6. 1000 short connections; the daemon's fd count must not grow.
     let churnFdsBefore = 0;
     const churnCount = (async () => {
@@ -127,17 +183,24 @@ Deno.test("e2e vsock: a Linux guest over vhost-user-vsock-pci", async () => {
     const guest = await startGuest({
       modules: ["vmw_vsock_virtio_transport"],
       tools: ["socat", "sha256sum"],
+      files: { [SEQPEER_PATH]: seqpeer },
       memoryMiB: 768,
       timeoutMs: 600_000,
       qemuArgs: [
         "-chardev",
         `socket,id=c0,path=${socket}`,
         "-device",
-        "vhost-user-vsock-pci,chardev=c0",
+        // seqpacket=on: QEMU refuses to start unless the daemon offers the feature.
+        "vhost-user-vsock-pci,chardev=c0,seqpacket=on",
       ],
       script: `
         set -u
         S="socat -b 65536"
+        # 7./8. SOCK_SEQPACKET both ways, and a host-initiated one echoed back.
+        chmod +x ${SEQPEER_PATH}
+        ${SEQPEER_PATH} send 2 6000 || echo "@@RESULT seq_send_rc $?"
+        # (a failed start still wakes the host, whose connect then fails at once)
+        ${SEQPEER_PATH} echo 6001 || echo "@@RESULT seq_echo_rc $? @@LISTENING_SEQ 6001"
         dd if=/dev/urandom of=/tmp/out bs=1M count=64 2>/dev/null
         echo "@@RESULT out_sha $(sha256sum /tmp/out | cut -d' ' -f1)"
         t0=$(date +%s)
@@ -187,6 +250,21 @@ Deno.test("e2e vsock: a Linux guest over vhost-user-vsock-pci", async () => {
       `,
     });
 
+    // 8. SOCK_SEQPACKET, host → guest through <uds>_seqpacket: every message echoed whole.
+    await guest.waitFor("@@LISTENING_SEQ 6001", { timeoutMs: 300_000 });
+    const seq = connectUnix(`${uds}_seqpacket`, { seqpacket: true });
+    fds.push(seq);
+    setNonBlocking(seq, true);
+    sendMessage(seq, new TextEncoder().encode("CONNECT 6001\n"));
+    const seqOk = new TextDecoder().decode(await seqMessage(seq, seqBuffer));
+    let echoed = 0;
+    for (const [i, size] of SEQ_SIZES.entries()) {
+      const message = pattern(size, 200 + i);
+      await poll("room to send", () => sendMessage(seq, message) || null);
+      if (equal(await seqMessage(seq, seqBuffer), message)) echoed++;
+    }
+    close(fds.splice(fds.indexOf(seq), 1)[0]);
+
     // 2. host → guest, 64 MiB, once the guest listens.
     await guest.waitFor("@@LISTENING 5001", { timeoutMs: 300_000 });
     const payload = deterministic(BULK);
@@ -214,6 +292,14 @@ Deno.test("e2e vsock: a Linux guest over vhost-user-vsock-pci", async () => {
     assert.equal(bulk.length, BULK, "64 MiB guest → host");
     if (bulk.sha !== r.out_sha) throw fail(`guest → host sha ${bulk.sha} != ${r.out_sha}`);
     if (r.in_sha !== expectedIn) throw fail(`host → guest sha ${r.in_sha} != ${expectedIn}`);
+    assert.equal(r.seq_error, undefined, `vsock_seqpeer failed: ${r.seq_error}`);
+    const seqOut = await seqReceived;
+    assert.deepEqual(seqOut.sizes, SEQ_SIZES, "guest → host SEQPACKET message sizes");
+    assert.equal(seqOut.intact, SEQ_SIZES.length, "guest → host SEQPACKET message bytes");
+    assert.equal(r.seq_in_good, String(SEQ_SIZES.length), "host → guest SEQPACKET messages");
+    assert.equal(seqOk, "OK 6001\n");
+    assert.equal(echoed, SEQ_SIZES.length, "host-initiated SEQPACKET messages echoed whole");
+    assert.equal(r.seq_echoed, String(SEQ_SIZES.length));
     const expectedChunks = Array.from({ length: 16 }, (_, i) => r[`c${i}`]).sort();
     assert.deepEqual(await concurrentReceived, expectedChunks, "16 concurrent transfers");
     assert.ok((await killedReceived) > 0, "bytes before the kill");
@@ -239,10 +325,15 @@ Deno.test("e2e vsock: a Linux guest over vhost-user-vsock-pci", async () => {
     );
   } finally {
     listeners.forEach((l) => l.close());
+    fds.forEach((fd) => close(fd));
     await daemon.stop();
     if (Deno.env.get("VSOCK_E2E_LOG")) console.log(daemon.log);
   }
 });
+
+function equal(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

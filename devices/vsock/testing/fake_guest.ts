@@ -39,6 +39,8 @@ export interface FakeGuestOptions {
   readonly rxBufferSize?: number;
   /** Guest RAM. Default 32 MiB. */
   readonly memorySize?: number;
+  /** Device features to accept beyond VERSION_1 and EVENT_IDX, if offered (e.g. SEQPACKET). */
+  readonly features?: bigint;
 }
 
 /** A guest driving the device's rx and tx queues. */
@@ -83,7 +85,8 @@ export class FakeGuest {
     frontend.start({
       memory,
       queues: [rx, tx],
-      features: init.features & (bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_EVENT_IDX)),
+      features: init.features &
+        (bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_EVENT_IDX) | (options.features ?? 0n)),
     });
     const guest = new FakeGuest(frontend, { memory, rx, tx, cid }, {
       rxBuffers: Math.min(options.rxBuffers ?? 128, size),

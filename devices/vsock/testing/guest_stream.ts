@@ -14,6 +14,9 @@ import {
   VIRTIO_VSOCK_OP_RST,
   VIRTIO_VSOCK_OP_RW,
   VIRTIO_VSOCK_OP_SHUTDOWN,
+  VIRTIO_VSOCK_SEQ_EOM,
+  VIRTIO_VSOCK_SEQ_EOR,
+  VIRTIO_VSOCK_TYPE_STREAM,
   VMADDR_CID_HOST,
 } from "../packet.ts";
 import type { FakeGuest, Packet } from "./fake_guest.ts";
@@ -84,12 +87,16 @@ export class GuestStream {
   /** The guest's end of a connection between its `port` and the peer's `peerPort`. */
   constructor(
     readonly guest: FakeGuest,
-    ports: { port: number; peerPort: number; bufAlloc?: number },
+    ports: { port: number; peerPort: number; bufAlloc?: number; type?: number },
   ) {
     this.port = ports.port;
     this.peerPort = ports.peerPort;
     this.bufAlloc = ports.bufAlloc ?? 256 * 1024;
+    this.type = ports.type ?? VIRTIO_VSOCK_TYPE_STREAM;
   }
+
+  /** Socket type of every packet (VIRTIO_VSOCK_TYPE_STREAM or _SEQPACKET). */
+  readonly type: number;
 
   /** The guest's port. */
   readonly port: number;
@@ -114,6 +121,54 @@ export class GuestStream {
     this.#send(op, { payload, flags: 0 });
   }
 
+  /** Sends one RW packet with `flags` (SEQPACKET's VIRTIO_VSOCK_SEQ_EOM/EOR). */
+  sendPiece(payload: Uint8Array, flags: number): void {
+    this.#send(VIRTIO_VSOCK_OP_RW, { payload, flags });
+  }
+
+  /**
+   * SEQPACKET: sends `bytes` as one message in RW packets of at most
+   * `chunk` bytes within the host's credit, EOM (and EOR if asked) on the
+   * last, as Linux's virtio_transport does.
+   */
+  writeMessage(bytes: Uint8Array, options: { chunk?: number; eor?: boolean } = {}): void {
+    const chunk = options.chunk ?? 65536;
+    const end = VIRTIO_VSOCK_SEQ_EOM | (options.eor ? VIRTIO_VSOCK_SEQ_EOR : 0);
+    let offset = 0;
+    do {
+      if (this.peerCredit <= 0 && bytes.length > 0) {
+        this.next();
+        continue;
+      }
+      const take = Math.min(chunk, this.peerCredit, bytes.length - offset);
+      offset += take;
+      this.sendPiece(bytes.subarray(offset - take, offset), offset === bytes.length ? end : 0);
+    } while (offset < bytes.length);
+  }
+
+  /**
+   * SEQPACKET: receives the next whole message (RW packets until EOM);
+   * returns its bytes and the flags of its last packet.
+   */
+  readMessage(): { bytes: Uint8Array; flags: number; packets: number } {
+    const parts: Uint8Array[] = [];
+    for (let packets = 1;; packets++) {
+      const p = this.next();
+      if (p.header.op === VIRTIO_VSOCK_OP_CREDIT_REQUEST) this.send(VIRTIO_VSOCK_OP_CREDIT_UPDATE);
+      if (p.header.op !== VIRTIO_VSOCK_OP_RW) {
+        if (p.header.op === VIRTIO_VSOCK_OP_CREDIT_UPDATE) continue;
+        if (p.header.op === VIRTIO_VSOCK_OP_CREDIT_REQUEST) continue;
+        throw new Error(`connection ended (op ${p.header.op}) inside a message`);
+      }
+      parts.push(p.payload);
+      if (p.header.flags & VIRTIO_VSOCK_SEQ_EOM) {
+        this.data.length = 0;
+        return { bytes: concat(parts), flags: p.header.flags, packets };
+      }
+      if (p.header.flags !== 0) throw new Error(`flags ${p.header.flags} before the EOM`);
+    }
+  }
+
   /** Sends SHUTDOWN with `flags` (VIRTIO_VSOCK_SHUTDOWN_F_*). */
   shutdown(flags: number): void {
     this.#send(VIRTIO_VSOCK_OP_SHUTDOWN, { payload: new Uint8Array(0), flags });
@@ -124,6 +179,7 @@ export class GuestStream {
       op,
       srcPort: this.port,
       dstPort: this.peerPort,
+      type: this.type,
       flags,
       bufAlloc: this.bufAlloc,
       fwdCnt: this.received,

@@ -2,7 +2,7 @@
 // whose kernel has vsock_loopback: the daemon forwards to CID 1 (the guest
 // itself), the TypeScript front-end plays the inner guest, and this process
 // plays the programs on the AF_VSOCK side. Never run it on the host: there
-// AF_VSOCK belongs to the machine's hypervisor. tests/e2e/vsock_modes_test.ts
+// AF_VSOCK belongs to the machine's hypervisor. tests/e2e/vsock_forward_test.ts
 // boots a guest and runs it there with `deno test --no-check`.
 import assert from "node:assert/strict";
 import {
@@ -10,18 +10,26 @@ import {
   close,
   connectVsock,
   listenVsock,
+  receiveMessage,
+  sendMessage,
   setNonBlocking,
   shutdownWrite,
+  stableBuffer,
   VMADDR_CID_LOCAL,
   write,
 } from "../../../ffi/mod.ts";
+import { bit } from "../../../core/protocol/constants.ts";
 import {
+  VIRTIO_VSOCK_F_SEQPACKET,
   VIRTIO_VSOCK_OP_REQUEST,
   VIRTIO_VSOCK_OP_RESPONSE,
   VIRTIO_VSOCK_OP_RST,
   VIRTIO_VSOCK_OP_SHUTDOWN,
+  VIRTIO_VSOCK_SEQ_EOM,
+  VIRTIO_VSOCK_SEQ_EOR,
   VIRTIO_VSOCK_SHUTDOWN_F_RECEIVE,
   VIRTIO_VSOCK_SHUTDOWN_F_SEND,
+  VIRTIO_VSOCK_TYPE_SEQPACKET,
 } from "../../../devices/vsock/packet.ts";
 import { FakeGuest } from "../../../devices/vsock/testing/fake_guest.ts";
 import {
@@ -39,6 +47,8 @@ const LISTEN_PORT = 9000;
 const REFUSING_PORT = 9001;
 const OUTSIDE_PORT = 9100;
 const NOBODY_PORT = 9200;
+const SEQPACKET_PORT = 9300;
+const SEQPACKET_LISTEN_PORT = 9301;
 
 /** A program on the AF_VSOCK side connects to a --forward-listen port; the inner guest accepts. */
 function programConnects(guest: FakeGuest, port: number): { stream: GuestStream; fd: number } {
@@ -151,6 +161,123 @@ Deno.test("vsock forwarding inside a guest: both directions, half-close, resets"
       inbound.stream.shutdown(BOTH);
       assert.ok(hostSeesEof(guest, inbound.fd));
       close(inbound.fd);
+    } finally {
+      guest.close();
+    }
+  } finally {
+    close(listener);
+    await daemon.stop();
+  }
+});
+
+Deno.test("vsock forwarding inside a guest: SOCK_SEQPACKET both ways keeps messages and EOR", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "vsock-fwd-seq-" });
+  const socket = `${dir}/vhost.sock`;
+  const daemon = await DaemonProcess.start(MAIN, {
+    args: [
+      "--guest-cid",
+      "3",
+      "--socket",
+      socket,
+      "--forward-cid",
+      "1",
+      "--seqpacket",
+      "--forward-listen-seqpacket",
+      String(SEQPACKET_LISTEN_PORT),
+      // More credit for the guest than the listener's 256 KiB: messages must wait whole.
+      "--tx-buffer-size",
+      String(1 << 20),
+    ],
+    waitFor: [socket],
+    env: { RUST_LOG: "info" },
+    tempDir: dir,
+    startTimeoutMs: 120_000,
+  });
+  const listener = listenVsock(SEQPACKET_PORT, { seqpacket: true });
+  try {
+    const guest = await FakeGuest.attach(socket, { features: bit(VIRTIO_VSOCK_F_SEQPACKET) });
+    try {
+      const stream = new GuestStream(guest, {
+        port: 50100,
+        peerPort: SEQPACKET_PORT,
+        type: VIRTIO_VSOCK_TYPE_SEQPACKET,
+      });
+      stream.send(VIRTIO_VSOCK_OP_REQUEST);
+      assert.equal(stream.nextControl().header.op, VIRTIO_VSOCK_OP_RESPONSE);
+      let accepted: number | null = null;
+      pumpUntil(guest, () => (accepted = acceptVsock(listener)) !== null, {
+        what: "the daemon's SOCK_SEQPACKET connection",
+      });
+      const program = accepted!;
+      const buffer = stableBuffer(128 * 1024);
+      const sizes = [1, 100, 4096, 4097, 65536];
+      for (const [i, size] of sizes.entries()) {
+        const message = pattern(size, 20 + i);
+        stream.writeMessage(message, { chunk: 4096, eor: i % 2 === 1 });
+        let got: ReturnType<typeof receiveMessage> = null;
+        pumpUntil(guest, () => (got = receiveMessage(program, buffer)) !== null, {
+          what: `a ${size}-byte message at the listener`,
+        });
+        assert.equal(got!.length, size, "guest → AF_VSOCK message size");
+        assert.deepEqual(buffer.subarray(0, size), message, "guest → AF_VSOCK message bytes");
+        assert.equal(got!.eor, i % 2 === 1, "the guest's EOR is the listener's MSG_EOR");
+      }
+      // Six 60 KB messages while the listener reads nothing: its 256 KiB buffer fills
+      // mid-message, where a non-blocking send would cut one; all arrive whole.
+      const burst = Array.from({ length: 6 }, (_, i) => pattern(60_000, 30 + i));
+      for (const message of burst) stream.writeMessage(message);
+      for (let i = 0; i < 10; i++) guest.poll(50);
+      for (const [i, message] of burst.entries()) {
+        let got: ReturnType<typeof receiveMessage> = null;
+        pumpUntil(guest, () => (got = receiveMessage(program, buffer)) !== null, {
+          what: `burst message ${i}`,
+        });
+        assert.equal(got!.length, message.length, `burst message ${i} size`);
+        assert.deepEqual(buffer.subarray(0, message.length), message, `burst message ${i}`);
+      }
+      for (const [i, size] of sizes.entries()) {
+        const message = pattern(size, 40 + i);
+        pumpUntil(guest, () => sendMessage(program, message, { eor: i % 2 === 0 }), {
+          what: "room at the listener",
+        });
+        const got = stream.readMessage();
+        assert.deepEqual(got.bytes, message, "AF_VSOCK → guest message");
+        const eor = i % 2 === 0 ? VIRTIO_VSOCK_SEQ_EOR : 0;
+        assert.equal(got.flags, VIRTIO_VSOCK_SEQ_EOM | eor, "MSG_EOR becomes EOR");
+      }
+      close(program);
+      assert.equal(stream.nextControl().header.op, VIRTIO_VSOCK_OP_SHUTDOWN);
+      stream.send(VIRTIO_VSOCK_OP_RST);
+
+      // A program connects SOCK_SEQPACKET to a --forward-listen-seqpacket port.
+      const { fd: inbound } = connectVsock(VMADDR_CID_LOCAL, SEQPACKET_LISTEN_PORT, {
+        seqpacket: true,
+      });
+      const request = guest.take((p) =>
+        p.header.op === VIRTIO_VSOCK_OP_REQUEST && p.header.dstPort === SEQPACKET_LISTEN_PORT
+      );
+      assert.equal(request.header.type, VIRTIO_VSOCK_TYPE_SEQPACKET);
+      const accepted2 = new GuestStream(guest, {
+        port: SEQPACKET_LISTEN_PORT,
+        peerPort: request.header.srcPort,
+        type: VIRTIO_VSOCK_TYPE_SEQPACKET,
+      });
+      accepted2.peerBufAlloc = request.header.bufAlloc;
+      accepted2.send(VIRTIO_VSOCK_OP_RESPONSE);
+      for (const [i, size] of sizes.entries()) {
+        const message = pattern(size, 60 + i);
+        pumpUntil(guest, () => sendMessage(inbound, message), { what: "room to send" });
+        assert.deepEqual(accepted2.readMessage().bytes, message, "program → guest message");
+        const back = pattern(size, 80 + i);
+        accepted2.writeMessage(back, { chunk: 4096 });
+        let got: ReturnType<typeof receiveMessage> = null;
+        pumpUntil(guest, () => (got = receiveMessage(inbound, buffer)) !== null, {
+          what: "the guest's answer",
+        });
+        assert.equal(got!.length, size);
+        assert.deepEqual(buffer.subarray(0, size), back, "guest → program message");
+      }
+      close(inbound);
     } finally {
       guest.close();
     }
