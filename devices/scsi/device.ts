@@ -24,6 +24,7 @@ import {
   VIRTIO_RING_F_INDIRECT_DESC,
 } from "../../core/virtio/features.ts";
 import type { SplitQueue } from "../../core/virtio/split_queue.ts";
+import { yieldCpu } from "../../ffi/mod.ts";
 import type { BlockIo } from "./block_io.ts";
 import type { Outcome, RequestBuffers } from "./logical_unit.ts";
 import type { Target } from "./target.ts";
@@ -55,6 +56,8 @@ import {
 export const MAX_QUEUE_SIZE = 1024;
 /** Request queues offered: QEMU's `num_queues` may ask for up to this many. */
 export const MAX_REQUEST_QUEUES = 16;
+/** A yield longer than this (20 µs) means the CPU is contended: ring polling stops. */
+const CONTENDED_YIELD_MS = 0.02;
 /** Requests started per pass over one queue before the loop serves other fds. */
 export const BUDGET = 256;
 
@@ -115,6 +118,8 @@ export class ScsiDevice implements VirtioDevice {
   readonly #dirty = new Set<SplitQueue>();
   #notifyScheduled = false;
   readonly #deferred = new Set<number>();
+  /** Queues whose ring is being polled (see `#pollRing`). */
+  readonly #polling = new Set<number>();
   /**
    * Per queue, bumped when the ring stops: a request completes into the
    * ring it was taken from, even while that ring is disabled or rebuilt
@@ -125,6 +130,10 @@ export class ScsiDevice implements VirtioDevice {
   /** The ring object last served per queue (the context lends only enabled rings). */
   readonly #rings: (SplitQueue | undefined)[] = [];
   #rejected = 0;
+  /** The header of the request being started: decoded at once, then reused. */
+  readonly #header = new Uint8Array(REQUEST_HEADER_SIZE);
+  /** The response header being written: copied into the ring at once, then reused. */
+  readonly #response = new Uint8Array(RESPONSE_HEADER_SIZE);
 
   /** A device serving `options.target` through `options.io`. */
   constructor(options: ScsiDeviceOptions) {
@@ -137,6 +146,8 @@ export class ScsiDevice implements VirtioDevice {
 
   activate(context: DeviceContext): void {
     this.#context = context;
+    // A front-end starting the device is a power on: defaults, and a unit attention.
+    this.#target.powerOn();
   }
 
   readConfig(offset: number, length: number): Uint8Array {
@@ -196,7 +207,8 @@ export class ScsiDevice implements VirtioDevice {
     this.#rings[index] = queue;
     let served = 0;
     let deferred = false;
-    do {
+    let polling = false;
+    for (;;) {
       queue.disableNotification();
       for (;;) {
         // A guest that keeps its ring full gets its turn, then the other fds theirs.
@@ -216,9 +228,47 @@ export class ScsiDevice implements VirtioDevice {
         this.#start(queue, chain, context.log);
         served++;
       }
-    } while (!deferred && queue.enableNotification());
+      if (deferred) break;
+      // Busy: look at the ring again soon rather than ask for kicks (below).
+      if (served > 0 && context.loop.pollWindowMicros > 0) {
+        polling = true;
+        break;
+      }
+      if (!queue.enableNotification()) break;
+    }
     this.#io.flush();
     this.#notifyDirty();
+    if (polling) this.#pollRing(index, performance.now());
+  }
+
+  /**
+   * Ring polling while the guest keeps submitting (VIRTIO 1.2 §2.7.10): kicks
+   * stay suppressed (a stale avail_event, or NO_NOTIFY) and the ring is
+   * looked at from the loop's deferred pass, for as long as the loop's
+   * adaptive poll window (`--poll-us`; 0 turns this off) since the last
+   * request; then kicks are asked for again. A guest at depth 32 thus
+   * submits most requests without a kick, each of which costs it an exit
+   * to QEMU and the daemon a wake-up.
+   */
+  #pollRing(index: number, since: number): void {
+    const context = this.#context;
+    const queue = this.#rings[index];
+    if (!context || !queue || context.queue(index) !== queue || this.#polling.has(index)) return;
+    this.#polling.add(index);
+    context.loop.defer(() => {
+      this.#polling.delete(index);
+      if (this.#context !== context || context.queue(index) !== queue) return;
+      if (queue.hasAvailable()) return this.#serveRequests(index);
+      const now = performance.now();
+      if ((now - since) * 1000 < context.loop.pollWindowMicros) {
+        // Nothing yet: let a thread waiting for this CPU run first (the guest's, maybe).
+        yieldCpu();
+        // A yield that took long ran another task's time slice: the CPU is
+        // contended, so stop polling and sleep until a kick, as the loop does.
+        if (performance.now() - now <= CONTENDED_YIELD_MS) return this.#pollRing(index, since);
+      }
+      if (queue.enableNotification()) this.#serveRequests(index);
+    });
   }
 
   #start(queue: SplitQueue, chain: DescriptorChain, log: Logger): void {
@@ -230,9 +280,8 @@ export class ScsiDevice implements VirtioDevice {
       });
       return;
     }
-    const request = decodeCommandRequest(
-      readSlices(chain.readable, { length: REQUEST_HEADER_SIZE }),
-    );
+    copyHeader(chain.readable, this.#header);
+    const request = decodeCommandRequest(this.#header);
     const buffers: RequestBuffers = {
       dataOut: skipBytes(chain.readable, REQUEST_HEADER_SIZE),
       dataOutLength: chain.readableLength - REQUEST_HEADER_SIZE,
@@ -286,7 +335,7 @@ export class ScsiDevice implements VirtioDevice {
       status: outcome.status,
       sense: outcome.sense,
       residual,
-    });
+    }, this.#response);
     writeSlices(chain.writable, header);
     queue.addUsed(chain.head, RESPONSE_HEADER_SIZE + outcome.dataIn);
     this.#markDirty(queue);
@@ -387,9 +436,11 @@ export class ScsiDevice implements VirtioDevice {
     const task = (): boolean =>
       [...this.#inFlight].some((r) => r.lun === lun && r.id === request.id);
     if (request.subtype === TmfSubtype.I_T_NEXUS_RESET) {
+      this.#target.reset();
       return { waiting: () => this.#inFlight.size > 0 };
     }
     if (!this.#target.unit(lun)) return VirtioScsiResponse.INCORRECT_LUN;
+    if (request.subtype === TmfSubtype.LOGICAL_UNIT_RESET) this.#target.reset(lun);
     switch (request.subtype) {
       case TmfSubtype.ABORT_TASK:
         return { waiting: task };
@@ -433,6 +484,17 @@ export class ScsiDevice implements VirtioDevice {
 /** The LUN a request addresses on target 0, or `null` for any other target or a bad field. */
 function targetLun(address: LunAddress): number | null {
   return address.kind === "lun" && address.target === 0 ? address.lun : null;
+}
+
+/** Copies the first `out.length` bytes of `slices` (which hold at least that many) into `out`. */
+function copyHeader(slices: readonly GuestSlice[], out: Uint8Array): void {
+  const first = slices[0];
+  if (first.length >= out.length) {
+    // The usual case: Linux puts the whole header in one descriptor.
+    out.set(first.region.bytes.subarray(first.offset, first.offset + out.length));
+    return;
+  }
+  out.set(readSlices(slices, { length: out.length }));
 }
 
 /** The distinct regions `chain`'s buffers lie in (usually one). */
