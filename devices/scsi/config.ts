@@ -24,7 +24,7 @@ export const MAX_LUNS = 256;
 /**
  * The default `--poll-us` cap, in µs: longer than the loop's 200, because
  * a TCG guest at depth 32 submits every few hundred µs, and while the
- * window stays open the request ring is polled instead of kicked. Measured
+ * window stays open the core polls the request ring instead of taking kicks. Measured
  * with `bench:scsi` (fio 4k random reads, same run, medians of 5): 12615
  * against 10775 IOPS at depth 32 with 200, 15314 against 12980 in a second
  * run; depth 1 3054 against 2842. The window still adapts (0 when idle) and

@@ -24,7 +24,6 @@ import {
   VIRTIO_RING_F_INDIRECT_DESC,
 } from "../../core/virtio/features.ts";
 import type { SplitQueue } from "../../core/virtio/split_queue.ts";
-import { yieldCpu } from "../../ffi/mod.ts";
 import type { BlockIo } from "./block_io.ts";
 import type { Outcome, RequestBuffers } from "./logical_unit.ts";
 import type { Target } from "./target.ts";
@@ -56,8 +55,6 @@ import {
 export const MAX_QUEUE_SIZE = 1024;
 /** Request queues offered: QEMU's `num_queues` may ask for up to this many. */
 export const MAX_REQUEST_QUEUES = 16;
-/** A yield longer than this (20 µs) means the CPU is contended: ring polling stops. */
-const CONTENDED_YIELD_MS = 0.02;
 /** Requests started per pass over one queue before the loop serves other fds. */
 export const BUDGET = 256;
 
@@ -118,8 +115,6 @@ export class ScsiDevice implements VirtioDevice {
   readonly #dirty = new Set<SplitQueue>();
   #notifyScheduled = false;
   readonly #deferred = new Set<number>();
-  /** Queues whose ring is being polled (see `#pollRing`). */
-  readonly #polling = new Set<number>();
   /**
    * Per queue, bumped when the ring stops: a request completes into the
    * ring it was taken from, even while that ring is disabled or rebuilt
@@ -207,8 +202,7 @@ export class ScsiDevice implements VirtioDevice {
     this.#rings[index] = queue;
     let served = 0;
     let deferred = false;
-    let polling = false;
-    for (;;) {
+    do {
       queue.disableNotification();
       for (;;) {
         // A guest that keeps its ring full gets its turn, then the other fds theirs.
@@ -228,47 +222,11 @@ export class ScsiDevice implements VirtioDevice {
         this.#start(queue, chain, context.log);
         served++;
       }
-      if (deferred) break;
-      // Busy: look at the ring again soon rather than ask for kicks (below).
-      if (served > 0 && context.loop.pollWindowMicros > 0) {
-        polling = true;
-        break;
-      }
-      if (!queue.enableNotification()) break;
-    }
+      // While the loop polls, enableNotification leaves kicks off and the
+      // core looks at the ring instead (core/backend.ts, "rings polled in memory").
+    } while (!deferred && queue.enableNotification());
     this.#io.flush();
     this.#notifyDirty();
-    if (polling) this.#pollRing(index, performance.now());
-  }
-
-  /**
-   * Ring polling while the guest keeps submitting (VIRTIO 1.2 §2.7.10): kicks
-   * stay suppressed (a stale avail_event, or NO_NOTIFY) and the ring is
-   * looked at from the loop's deferred pass, for as long as the loop's
-   * adaptive poll window (`--poll-us`; 0 turns this off) since the last
-   * request; then kicks are asked for again. A guest at depth 32 thus
-   * submits most requests without a kick, each of which costs it an exit
-   * to QEMU and the daemon a wake-up.
-   */
-  #pollRing(index: number, since: number): void {
-    const context = this.#context;
-    const queue = this.#rings[index];
-    if (!context || !queue || context.queue(index) !== queue || this.#polling.has(index)) return;
-    this.#polling.add(index);
-    context.loop.defer(() => {
-      this.#polling.delete(index);
-      if (this.#context !== context || context.queue(index) !== queue) return;
-      if (queue.hasAvailable()) return this.#serveRequests(index);
-      const now = performance.now();
-      if ((now - since) * 1000 < context.loop.pollWindowMicros) {
-        // Nothing yet: let a thread waiting for this CPU run first (the guest's, maybe).
-        yieldCpu();
-        // A yield that took long ran another task's time slice: the CPU is
-        // contended, so stop polling and sleep until a kick, as the loop does.
-        if (performance.now() - now <= CONTENDED_YIELD_MS) return this.#pollRing(index, since);
-      }
-      if (queue.enableNotification()) this.#serveRequests(index);
-    });
   }
 
   #start(queue: SplitQueue, chain: DescriptorChain, log: Logger): void {
