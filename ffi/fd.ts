@@ -79,6 +79,22 @@ export function fileSize(fd: number): number {
   return Number(statView.getBigInt64(STAT_SIZE_OFFSET, true));
 }
 
+/** `f_type` of tmpfs (and of `/dev/shm`, memfd), from `<linux/magic.h>`. */
+export const TMPFS_MAGIC = 0x01021994;
+/** `f_type` of ramfs, from `<linux/magic.h>`. */
+export const RAMFS_MAGIC = 0x858458f6;
+
+// struct statfs is 120 bytes on x86-64 and aarch64; f_type (a long) comes first.
+const statfsBuffer = stableBuffer(128);
+const statfsView = new DataView(statfsBuffer.buffer);
+
+/** The type of the file system `fd` is on (`f_type` from fstatfs(2), e.g. {@link TMPFS_MAGIC}). */
+export function fileSystemType(fd: number): number {
+  check(libc.fstatfs(fd, statfsBuffer), "fstatfs", { detail: `fd ${fd}` });
+  // Magic numbers are 32-bit; the long's upper half is their sign extension at most.
+  return statfsView.getUint32(0, true);
+}
+
 /** Whether `fd` is an open file descriptor. */
 export function isOpen(fd: number): boolean {
   return libc.fcntl(fd, F_GETFL, 0) >= 0;

@@ -5,6 +5,7 @@ import {
   createEventFd,
   createMemfd,
   errnoName,
+  fileSystemType,
   IovecList,
   mapShared,
   openReadOnly,
@@ -13,6 +14,7 @@ import {
   read,
   readv,
   socketPair,
+  TMPFS_MAGIC,
   unmap,
   write,
   writev,
@@ -56,6 +58,19 @@ Deno.test("scatter/gather I/O moves bytes between a socket and mapped memory", (
     close(a);
     close(b);
   }
+});
+
+Deno.test("fileSystemType tells tmpfs (memfd) from procfs, and names a bad fd", () => {
+  const memfd = createMemfd("fstatfs-test", 4096);
+  const proc = openReadOnly("/proc/self/stat");
+  try {
+    assert.equal(fileSystemType(memfd), TMPFS_MAGIC);
+    assert.equal(fileSystemType(proc), 0x9fa0); // PROC_SUPER_MAGIC
+  } finally {
+    close(memfd);
+    close(proc);
+  }
+  assert.throws(() => fileSystemType(-1), /fstatfs.*EBADF/);
 });
 
 Deno.test("errno names are symbolic", () => {

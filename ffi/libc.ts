@@ -41,6 +41,8 @@ export const SYMBOLS = {
   pwritev: { parameters: ["i32", "buffer", "i32", "i64"], result: "isize" },
   // int fstat(int fd, struct stat *statbuf);
   fstat: { parameters: ["i32", "buffer"], result: "i32" },
+  // int fstatfs(int fd, struct statfs *buf);
+  fstatfs: { parameters: ["i32", "buffer"], result: "i32" },
   // int fcntl(int fd, int cmd, ... /* int arg */);
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   // int ioctl(int fd, unsigned long request, ... /* void *arg */);

@@ -1,8 +1,9 @@
 /**
  * Benchmark (not a test): fio in one guest against the same tmpfs-backed
- * raw image served four ways at once: vhost-device-scsi with its io_uring
- * engine, with the synchronous engine (the measured alternative), QEMU's
- * built-in virtio-scsi-pci + scsi-hd, and qemu-storage-daemon's
+ * raw image served four ways at once: vhost-device-scsi as it runs by
+ * default (`--io auto`: a tmpfs image is read and written inline), with
+ * every operation on io_uring (`--io io-uring`, the measured alternative),
+ * QEMU's built-in virtio-scsi-pci + scsi-hd, and qemu-storage-daemon's
  * vhost-user-blk export. Jobs: 4 KiB random read and write at depth 1 and
  * 32, 1 MiB sequential read at depth 8, all O_DIRECT through libaio, run
  * on each disk in turn for `--runs` rounds (medians reported), so a busy
@@ -10,12 +11,15 @@
  * are TCG-bound; compare ratios. First, the host side alone: 4 KiB reads of
  * the image through each way the daemon could issue them.
  *
- * Run: deno task bench:scsi [--runs 3] [--runtime 4] [--mib 256] [--host-only]
+ * Run: deno task bench:scsi [--runs 3] [--runtime 5] [--mib 256] [--host-only]
+ * [--jobs randread-4k-qd32,...] (a subset of {@link JOBS}, by name)
+ * [--alt="--io io-uring"] (the second configuration of ours: daemon flags)
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
+import { AutoBlockIo, fileRoute } from "../devices/scsi/auto_block_io.ts";
 import { type BlockIo, SyncBlockIo } from "../devices/scsi/block_io.ts";
 import { startScsiDaemon } from "../devices/scsi/testing.ts";
 import { UringBlockIo } from "../devices/scsi/uring_block_io.ts";
@@ -80,14 +84,14 @@ interface Variant {
  */
 function guestScript(
   variants: readonly Variant[],
-  options: { rounds: number; runtime: number },
+  options: { rounds: number; runtime: number; jobs: readonly Job[] },
 ): string {
   const find = variants.map((v, i) => `
     for d in /sys/block/sd* /sys/block/vd*; do
       [ -e $d ] && ${v.match} && D${i}=/dev/\${d##*/}
     done
     echo "@@RESULT disk${i} $D${i}"`).join("");
-  const jobs = JOBS.map((job) =>
+  const jobs = options.jobs.map((job) =>
     variants.map((_, i) => `
       # A hung job (of any variant) costs one value, not the run.
       out=$(timeout -s KILL ${
@@ -111,6 +115,19 @@ function guestScript(
       r=$((r + 1))
     done
   `;
+}
+
+/** The jobs named in `list` (comma-separated), in {@link JOBS}' order. */
+export function selectJobs(list: string): Job[] {
+  const names = list.split(",").map((n) => n.trim()).filter((n) => n !== "");
+  const unknown = names.filter((n) => !JOBS.some((j) => j.name === n));
+  if (unknown.length > 0 || names.length === 0) {
+    throw new Error(
+      `--jobs: unknown job ${unknown.join(", ") || "(none given)"}; ` +
+        `jobs are ${JOBS.map((j) => j.name).join(", ")}`,
+    );
+  }
+  return JOBS.filter((j) => names.includes(j.name));
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -211,6 +228,15 @@ async function hostIoPaths(image: string, count: number): Promise<string[]> {
         (loop: EventLoop) => new UringBlockIo({ loop, log }),
       ],
       ["the daemon's sync engine (event loop)", () => new SyncBlockIo()],
+      [
+        "the daemon's default engine (auto: tmpfs inline, the rest io_uring)",
+        (loop: EventLoop) =>
+          new AutoBlockIo({
+            loop,
+            ring: new UringBlockIo({ loop, log }),
+            routes: new Map([[fd, fileRoute(fd)]]),
+          }),
+      ],
     ] as const
   ) {
     for (const depth of [1, 32]) {
@@ -253,8 +279,11 @@ if (import.meta.main) {
       runtime: { type: "string", default: "5" },
       mib: { type: "string", default: "256" },
       "host-only": { type: "boolean", default: false },
+      jobs: { type: "string", default: JOBS.map((j) => j.name).join(",") },
+      alt: { type: "string", default: "--io io-uring" },
     },
   });
+  const jobs = selectJobs(values.jobs);
   const runs = Number(values.runs);
   const runtime = Number(values.runtime);
   const mib = Number(values.mib);
@@ -269,8 +298,9 @@ if (import.meta.main) {
     await Deno.remove(dir, { recursive: true });
     Deno.exit(0);
   }
-  const uring = await startScsiDaemon(["--io", "io-uring", image]);
-  const sync = await startScsiDaemon(["--io", "sync", image]);
+  const auto = await startScsiDaemon([image]);
+  const altArgs = values.alt.split(" ").filter((a) => a !== "");
+  const uring = await startScsiDaemon([...altArgs, image]);
   const qsdSocket = `${dir}/qsd.sock`;
   const qsd = new Deno.Command("qemu-storage-daemon", {
     args: [
@@ -289,20 +319,20 @@ if (import.meta.main) {
   const slot = (pci: string) => `readlink $d | grep -q 0000:00:${pci}/`;
   const variants: Variant[] = [
     {
-      name: "ours (io_uring)",
+      name: "ours (default: --io auto)",
       qemuArgs: [
         "-chardev",
-        `socket,id=c0,path=${uring.socket}`,
+        `socket,id=c0,path=${auto.socket}`,
         "-device",
         "vhost-user-scsi-pci,chardev=c0,num_queues=1,addr=0x10",
       ],
       match: slot("10.0"),
     },
     {
-      name: "ours (sync I/O)",
+      name: `ours (${altArgs.join(" ")})`,
       qemuArgs: [
         "-chardev",
-        `socket,id=c1,path=${sync.socket}`,
+        `socket,id=c1,path=${uring.socket}`,
         "-device",
         "vhost-user-scsi-pci,chardev=c1,num_queues=1,addr=0x11",
       ],
@@ -332,7 +362,7 @@ if (import.meta.main) {
     },
   ];
   const results: { bw: number[]; iops: number[] }[][] = variants.map(() =>
-    JOBS.map(() => ({ bw: [], iops: [] }))
+    jobs.map(() => ({ bw: [], iops: [] }))
   );
   try {
     const result = await bootGuest({
@@ -341,7 +371,7 @@ if (import.meta.main) {
       memoryMiB: 512,
       timeoutMs: 3_600_000,
       qemuArgs: variants.flatMap((v) => v.qemuArgs),
-      script: guestScript(variants, { rounds: runs, runtime }),
+      script: guestScript(variants, { rounds: runs, runtime, jobs }),
     });
     assertGuestSucceeded(result);
     console.error(JSON.stringify(result.results));
@@ -350,7 +380,7 @@ if (import.meta.main) {
       if (!m) continue;
       // A job killed by its timeout reports nothing: leave it out.
       if (Number(m[4]) === 0) continue;
-      const entry = results[Number(m[1])][JOBS.findIndex((j) => j.name === m[2])];
+      const entry = results[Number(m[1])][jobs.findIndex((j) => j.name === m[2])];
       entry.bw.push(Number(m[3]) * 1024);
       entry.iops.push(Number(m[4]));
     }
@@ -363,7 +393,7 @@ if (import.meta.main) {
     );
     console.log(`| job | ${names.join(" | ")} |`);
     console.log(`| --- | ${names.map(() => "---").join(" | ")} |`);
-    JOBS.forEach((job, j) => {
+    jobs.forEach((job, j) => {
       const value = (v: number) => {
         const entry = results[v][j];
         return job.bs === "1m" ? median(entry.bw) / 1e6 : median(entry.iops);
@@ -375,8 +405,8 @@ if (import.meta.main) {
       console.log(`| ${job.name} | ${cells.join(" | ")} |`);
     });
   } finally {
+    await auto.stop();
     await uring.stop();
-    await sync.stop();
     qsd.kill("SIGTERM");
     await qsd.status;
     await Deno.remove(dir, { recursive: true });

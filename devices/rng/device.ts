@@ -13,12 +13,7 @@ import type { Timer } from "../../core/event_loop.ts";
 import type { Logger } from "../../core/log.ts";
 import { bit, ProtocolFeature as P } from "../../core/protocol/constants.ts";
 import type { DescriptorChain } from "../../core/virtio/descriptor_chain.ts";
-import {
-  VIRTIO_F_NOTIFY_ON_EMPTY,
-  VIRTIO_F_VERSION_1,
-  VIRTIO_RING_F_EVENT_IDX,
-  VIRTIO_RING_F_INDIRECT_DESC,
-} from "../../core/virtio/features.ts";
+import { VIRTIO_DEVICE_FEATURES } from "../../core/virtio/features.ts";
 import type { SplitQueue } from "../../core/virtio/split_queue.ts";
 import type { EntropySource } from "./entropy_source.ts";
 import type { RateLimiter } from "./rate_limiter.ts";
@@ -48,8 +43,7 @@ export class RngDevice implements VirtioDevice {
   readonly numQueues = 1;
   readonly maxQueueSize: number = REQUESTQ_MAX_SIZE;
   /** Upstream's bits; §5.4.3 defines no device-specific ones. */
-  readonly features: bigint = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_NOTIFY_ON_EMPTY) |
-    bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_RING_F_EVENT_IDX);
+  readonly features: bigint = VIRTIO_DEVICE_FEATURES;
   /**
    * MQ as upstream; REPLY_ACK so QEMU learns of a refused memory table or
    * ring instead of waiting on a dead device; CONFIGURE_MEM_SLOTS so guests

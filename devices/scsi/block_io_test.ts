@@ -1,14 +1,26 @@
-// Both I/O engines against a real file: vectored reads and writes, RWF_DSYNC,
+// The I/O engines against a real file: vectored reads and writes, RWF_DSYNC,
 // fdatasync, hole punching, errors as negated errnos, completions out of the
-// submitting call.
+// submitting call. `auto` runs twice: on tmpfs (/dev/shm: everything
+// inline) and on the disk file system of /tmp (cached reads inline, the
+// rest on io_uring).
 import assert from "node:assert/strict";
 import { EventLoop } from "../../core/event_loop.ts";
 import { Logger } from "../../core/log.ts";
 import { addressOf, close, IovecList, openFile, stableBuffer } from "../../ffi/mod.ts";
+import { AutoBlockIo, type FileRoute, fileRoute, INLINE_MAX_BYTES } from "./auto_block_io.ts";
 import { type BlockIo, type BlockOp, SyncBlockIo } from "./block_io.ts";
 import { UringBlockIo } from "./uring_block_io.ts";
 
 const log = new Logger("test", { level: "error" });
+
+function engine(name: string, options: { loop: EventLoop; fd: number }): BlockIo {
+  if (name === "sync") return new SyncBlockIo();
+  const ring = new UringBlockIo({ loop: options.loop, log });
+  if (name === "io-uring") return ring;
+  const route: FileRoute = fileRoute(options.fd);
+  assert.equal(route, name === "auto-tmpfs" ? "memory" : "nowait");
+  return new AutoBlockIo({ loop: options.loop, ring, routes: new Map([[options.fd, route]]) });
+}
 
 async function withEngine(
   name: string,
@@ -19,11 +31,11 @@ async function withEngine(
     path: string,
   ) => Promise<void>,
 ): Promise<void> {
-  const path = await Deno.makeTempFile();
+  const path = await Deno.makeTempFile({ dir: name === "auto-tmpfs" ? "/dev/shm" : undefined });
   await Deno.writeFile(path, new Uint8Array(1 << 20).fill(0x55));
   const fd = openFile(path, { readOnly: false });
   const loop = new EventLoop(log);
-  const io = name === "sync" ? new SyncBlockIo() : new UringBlockIo({ loop, log });
+  const io = engine(name, { loop, fd });
   const running = loop.run();
   const run = (op: BlockOp): Promise<number> =>
     new Promise((resolve) => {
@@ -47,7 +59,7 @@ async function withEngine(
   }
 }
 
-for (const name of ["sync", "io-uring"]) {
+for (const name of ["sync", "io-uring", "auto-tmpfs", "auto-disk"]) {
   Deno.test(`block io (${name}): readv, writev (+ dsync), fdatasync, punch hole, errors`, async () => {
     await withEngine(name, async (io, run, fd, path) => {
       const a = stableBuffer(4096).fill(1);
@@ -74,9 +86,129 @@ for (const name of ["sync", "io-uring"]) {
       assert.equal((await Deno.stat(path)).size, 1 << 20, "KEEP_SIZE");
       assert.equal(await run({ kind: "readv", fd: 9999, iov: zeroIov, offset: 0 }), -9, "EBADF");
       assert.equal(io.inFlight, 0);
+      if (io instanceof AutoBlockIo) {
+        // tmpfs: all 5 inline; disk: the 2 cached reads. The unknown fd 9999 goes to the ring.
+        assert.deepEqual(
+          io.counts,
+          name === "auto-tmpfs" ? { inline: 5, ring: 1 } : {
+            inline: 2,
+            ring: 4,
+          },
+        );
+      }
     });
   });
 }
+
+Deno.test("block io (auto): a file system without RWF_NOWAIT sends its reads to the ring", async () => {
+  const path = await Deno.makeTempFile({ dir: "/dev/shm" });
+  await Deno.writeFile(path, new Uint8Array(8192).fill(7));
+  const fd = openFile(path, { readOnly: true });
+  const loop = new EventLoop(log);
+  const running = loop.run();
+  // tmpfs routed as a disk: preadv2(RWF_NOWAIT) fails with EOPNOTSUPP there.
+  const io = new AutoBlockIo({
+    loop,
+    ring: new UringBlockIo({ loop, log }),
+    routes: new Map([[fd, "nowait"]]),
+  });
+  try {
+    const buffer = stableBuffer(4096);
+    const iov = new IovecList(1);
+    iov.push(addressOf(buffer), buffer.length);
+    for (const offset of [0, 4096]) {
+      const result = await new Promise<number>((resolve) => {
+        io.submit({ kind: "readv", fd, iov, offset }, resolve);
+        io.flush();
+      });
+      assert.equal(result, 4096);
+      assert.ok(buffer.every((b) => b === 7));
+    }
+    assert.deepEqual(io.counts, { inline: 0, ring: 2 });
+  } finally {
+    io.close();
+    loop.stop();
+    await running;
+    loop.close();
+    close(fd);
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("block io (auto): a transfer beyond INLINE_MAX_BYTES goes to the ring, even on tmpfs", async () => {
+  const path = await Deno.makeTempFile({ dir: "/dev/shm" });
+  await Deno.writeFile(path, new Uint8Array(2 * INLINE_MAX_BYTES).fill(5));
+  const fd = openFile(path, { readOnly: true });
+  const loop = new EventLoop(log);
+  const running = loop.run();
+  const io = new AutoBlockIo({
+    loop,
+    ring: new UringBlockIo({ loop, log }),
+    routes: new Map([[fd, fileRoute(fd)]]),
+  });
+  try {
+    const buffer = stableBuffer(2 * INLINE_MAX_BYTES);
+    for (const length of [INLINE_MAX_BYTES, 2 * INLINE_MAX_BYTES]) {
+      const iov = new IovecList(1);
+      iov.push(addressOf(buffer), length);
+      const result = await new Promise<number>((resolve) => {
+        io.submit({ kind: "readv", fd, iov, offset: 0 }, resolve);
+        io.flush();
+      });
+      assert.equal(result, length);
+    }
+    assert.ok(buffer.every((b) => b === 5));
+    assert.deepEqual(io.counts, { inline: 1, ring: 1 });
+  } finally {
+    io.close();
+    loop.stop();
+    await running;
+    loop.close();
+    close(fd);
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("block io (auto): a follow-up submitted from a ring completion is flushed by the loop", async () => {
+  const shm = await Deno.makeTempFile({ dir: "/dev/shm" });
+  const disk = await Deno.makeTempFile();
+  await Deno.writeFile(shm, new Uint8Array(4096).fill(3));
+  await Deno.writeFile(disk, new Uint8Array(4096).fill(4));
+  const shmFd = openFile(shm, { readOnly: true });
+  const diskFd = openFile(disk, { readOnly: false });
+  const loop = new EventLoop(log);
+  const running = loop.run();
+  const io = new AutoBlockIo({
+    loop,
+    ring: new UringBlockIo({ loop, log }),
+    routes: new Map<number, FileRoute>([[shmFd, "memory"], [diskFd, "nowait"]]),
+  });
+  try {
+    const buffer = stableBuffer(4096);
+    const iov = new IovecList(1);
+    iov.push(addressOf(buffer), buffer.length);
+    // fdatasync goes to the ring; its completion (run by the ring's eventfd
+    // handler, not by a flush of ours) submits an inline read.
+    const result = await new Promise<number>((resolve) => {
+      io.submit({ kind: "fdatasync", fd: diskFd }, (synced) => {
+        assert.equal(synced, 0);
+        io.submit({ kind: "readv", fd: shmFd, iov, offset: 0 }, resolve);
+      });
+      io.flush();
+    });
+    assert.equal(result, 4096);
+    assert.ok(buffer.every((b) => b === 3));
+  } finally {
+    io.close();
+    loop.stop();
+    await running;
+    loop.close();
+    close(shmFd);
+    close(diskFd);
+    await Deno.remove(shm);
+    await Deno.remove(disk);
+  }
+});
 
 Deno.test("block io (io-uring): many operations in flight complete, beyond the ring's size", async () => {
   await withEngine("io-uring", async (io, _run, fd) => {

@@ -15,6 +15,7 @@ export const Opcode = {
   READ_6: 0x08,
   WRITE_6: 0x0a,
   INQUIRY: 0x12,
+  MODE_SELECT_6: 0x15,
   MODE_SENSE_6: 0x1a,
   START_STOP_UNIT: 0x1b,
   READ_CAPACITY_10: 0x25,
@@ -24,6 +25,7 @@ export const Opcode = {
   SYNCHRONIZE_CACHE_10: 0x35,
   WRITE_SAME_10: 0x41,
   UNMAP: 0x42,
+  MODE_SELECT_10: 0x55,
   MODE_SENSE_10: 0x5a,
   READ_16: 0x88,
   WRITE_16: 0x8a,
@@ -70,12 +72,29 @@ export type Command =
     readonly subpageCode: number;
     readonly allocationLength: number;
   }
+  | {
+    readonly kind: "mode-select";
+    /** MODE SELECT(10) rather than (6): an 8-byte parameter header. */
+    readonly ten: boolean;
+    readonly parameterListLength: number;
+  }
   | { readonly kind: "start-stop-unit" }
   | { readonly kind: "read-capacity-10" }
   | { readonly kind: "read-capacity-16"; readonly allocationLength: number }
   | { readonly kind: "read"; readonly lba: number; readonly blocks: number }
   | { readonly kind: "write"; readonly lba: number; readonly blocks: number; readonly fua: boolean }
-  | { readonly kind: "verify"; readonly lba: number; readonly blocks: number }
+  | {
+    readonly kind: "verify";
+    readonly lba: number;
+    readonly blocks: number;
+    /**
+     * BYTCHK (SBC-4 §5.30): 0 checks the medium only, 1 compares it with
+     * the data-out buffer, 3 compares every block with one data-out block.
+     */
+    readonly byteCheck: 0 | 1 | 3;
+    /** The CDB byte of the VERIFICATION LENGTH field (for a sense field pointer). */
+    readonly countByte: number;
+  }
   | { readonly kind: "synchronize-cache"; readonly lba: number; readonly blocks: number }
   | {
     readonly kind: "write-same";
@@ -84,6 +103,8 @@ export type Command =
     readonly unmap: boolean;
     /** No data-out buffer: the block is zeros (WRITE SAME(16) NDOB). */
     readonly ndob: boolean;
+    /** The CDB byte of the NUMBER OF LOGICAL BLOCKS field (for a sense field pointer). */
+    readonly countByte: number;
   }
   | { readonly kind: "unmap"; readonly parameterListLength: number }
   | {
@@ -118,6 +139,7 @@ export const SUPPORTED_COMMANDS: readonly SupportedCommand[] = [
   { opcode: 0x08, usage: [0x08, 0x1f, 0xff, 0xff, 0xff, C] },
   { opcode: 0x0a, usage: [0x0a, 0x1f, 0xff, 0xff, 0xff, C] },
   { opcode: 0x12, usage: [0x12, 0x01, 0xff, 0xff, 0xff, C] },
+  { opcode: 0x15, usage: [0x15, 0x11, 0, 0, 0xff, C] },
   { opcode: 0x1a, usage: [0x1a, 0x08, 0xff, 0xff, 0xff, C] },
   { opcode: 0x1b, usage: [0x1b, 0x01, 0, 0x0f, 0xf7, C] },
   { opcode: 0x25, usage: [0x25, 0, 0, 0, 0, 0, 0, 0, 0, C] },
@@ -127,6 +149,7 @@ export const SUPPORTED_COMMANDS: readonly SupportedCommand[] = [
   { opcode: 0x35, usage: [0x35, 0x02, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, C] },
   { opcode: 0x41, usage: [0x41, 0xf8, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, C] },
   { opcode: 0x42, usage: [0x42, 0x01, 0, 0, 0, 0, 0, 0xff, 0xff, C] },
+  { opcode: 0x55, usage: [0x55, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, C] },
   { opcode: 0x5a, usage: [0x5a, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, C] },
   { opcode: 0x88, usage: [0x88, 0xf8, ...ones(8), ...ones(4), 0, C] },
   { opcode: 0x8a, usage: [0x8a, 0xf8, ...ones(8), ...ones(4), 0, C] },
@@ -231,6 +254,14 @@ export function decodeCdb(cdb: Uint8Array): Command | Sense {
         allocationLength: ten ? be16(cdb, 7) : cdb[4],
       };
     }
+    case Opcode.MODE_SELECT_6:
+    case Opcode.MODE_SELECT_10: {
+      // PF=1 (pages as SPC-4 formats them), SP=0 (nothing is saved), as scsi-hd.
+      if ((cdb[1] & 0x10) === 0) return invalidField(1, 4);
+      if (cdb[1] & 0x01) return invalidField(1, 0);
+      const ten = opcode === Opcode.MODE_SELECT_10;
+      return { kind: "mode-select", ten, parameterListLength: ten ? be16(cdb, 7) : cdb[4] };
+    }
     case Opcode.START_STOP_UNIT:
       // Nothing to spin or eject: every power condition is accepted as is.
       return { kind: "start-stop-unit" };
@@ -269,10 +300,12 @@ export function decodeCdb(cdb: Uint8Array): Command | Sense {
     case Opcode.VERIFY_10:
     case Opcode.VERIFY_16: {
       if (cdb[1] & 0xe0) return invalidField(1, 7);
-      // BYTCHK other than 0 (compare with data-out) is not supported.
-      if (cdb[1] & 0x06) return invalidField(1, 2);
+      const byteCheck = (cdb[1] >> 1) & 0x03;
+      // BYTCHK 10b is reserved (SBC-4 Table 73).
+      if (byteCheck === 2) return invalidField(1, 2);
       const { lba, blocks } = lbaAndCount(cdb, opcode);
-      return { kind: "verify", lba, blocks };
+      const countByte = opcode === Opcode.VERIFY_10 ? 7 : 10;
+      return { kind: "verify", lba, blocks, byteCheck: byteCheck as 0 | 1 | 3, countByte };
     }
     case Opcode.SYNCHRONIZE_CACHE_10:
     case Opcode.SYNCHRONIZE_CACHE_16: {
@@ -285,10 +318,11 @@ export function decodeCdb(cdb: Uint8Array): Command | Sense {
       // ANCHOR: anchored blocks are not supported (VPD 0xb2 ANC_SUP=0).
       if (cdb[1] & 0x10) return invalidField(1, 4);
       const { lba, blocks } = lbaAndCount(cdb, opcode);
+      const countByte = opcode === Opcode.WRITE_SAME_10 ? 7 : 10;
       // WSNZ=1 (VPD 0xb0): a count of 0 ("to the end") is refused.
-      if (blocks === 0) return invalidField(opcode === Opcode.WRITE_SAME_10 ? 7 : 10);
+      if (blocks === 0) return invalidField(countByte);
       const ndob = opcode === Opcode.WRITE_SAME_16 && (cdb[1] & 0x01) !== 0;
-      return { kind: "write-same", lba, blocks, unmap: (cdb[1] & 0x08) !== 0, ndob };
+      return { kind: "write-same", lba, blocks, unmap: (cdb[1] & 0x08) !== 0, ndob, countByte };
     }
     case Opcode.UNMAP:
       if (cdb[1] & 0x01) return invalidField(1, 0);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { cdbLength, decodeCdb, isSense, SUPPORTED_COMMANDS } from "./cdb.ts";
-import { Senses } from "./sense.ts";
+import { invalidField, Senses } from "./sense.ts";
 
 function cdb(...bytes: number[]): Uint8Array {
   const out = new Uint8Array(32);
@@ -48,7 +48,14 @@ Deno.test("cdb: an LBA of 2^53 or more is out of every image", () => {
 Deno.test("cdb: refusals carry the sense and field the standards name", () => {
   assert.equal(decodeCdb(cdb(0xff)), Senses.INVALID_COMMAND_OPERATION_CODE);
   assert.equal(decodeCdb(cdb(0x7f)), Senses.INVALID_COMMAND_OPERATION_CODE, "variable length");
-  assert.equal(decodeCdb(cdb(0x15)), Senses.INVALID_COMMAND_OPERATION_CODE, "MODE SELECT(6)");
+  assert.equal(decodeCdb(cdb(0x04)), Senses.INVALID_COMMAND_OPERATION_CODE, "FORMAT UNIT");
+  assert.deepEqual(decodeCdb(cdb(0x15, 0x00, 0, 0, 12, 0)), invalidField(1, 4), "MODE SELECT PF=0");
+  assert.deepEqual(decodeCdb(cdb(0x15, 0x11, 0, 0, 12, 0)), invalidField(1, 0), "SP=1");
+  assert.deepEqual(decodeCdb(cdb(0x55, 0x10, 0, 0, 0, 0, 0, 1, 4, 0)), {
+    kind: "mode-select",
+    ten: true,
+    parameterListLength: 260,
+  });
   // NACA in the control byte.
   assert.deepEqual(decodeCdb(cdb(0x00, 0, 0, 0, 0, 0x04)), {
     ...Senses.INVALID_FIELD_IN_CDB,
@@ -59,7 +66,29 @@ Deno.test("cdb: refusals carry the sense and field the standards name", () => {
   assert.equal(withField(decodeCdb(cdb(0x28, 0x20, 0, 0, 0, 0, 0, 0, 1, 0))), 1, "RDPROTECT");
   assert.equal(withField(decodeCdb(cdb(0x41, 0x10, 0, 0, 0, 0, 0, 0, 1, 0))), 1, "ANCHOR");
   assert.equal(withField(decodeCdb(cdb(0x41, 0x08, 0, 0, 0, 0, 0, 0, 0, 0))), 7, "WSNZ");
-  assert.equal(withField(decodeCdb(cdb(0x2f, 0x02, 0, 0, 0, 0, 0, 0, 1, 0))), 1, "BYTCHK");
+  assert.deepEqual(
+    decodeCdb(cdb(0x2f, 0x04, 0, 0, 0, 0, 0, 0, 1, 0)),
+    invalidField(1, 2),
+    "BYTCHK 10b is reserved",
+  );
+  assert.deepEqual(decodeCdb(cdb(0x2f, 0x02, 0, 0, 0, 9, 0, 0, 2, 0)), {
+    kind: "verify",
+    lba: 9,
+    blocks: 2,
+    byteCheck: 1,
+    countByte: 7,
+  });
+  assert.deepEqual(decodeCdb(cdb(0x8f, 0x06, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0)), {
+    kind: "verify",
+    lba: 3,
+    blocks: 1,
+    byteCheck: 3,
+    countByte: 10,
+  });
+  const ws10 = decodeCdb(cdb(0x41, 0, 0, 0, 0, 0, 0, 0, 1, 0));
+  assert.ok(!isSense(ws10) && ws10.kind === "write-same" && ws10.countByte === 7, "WRITE SAME(10)");
+  const ws16 = decodeCdb(cdb(0x93, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0));
+  assert.ok(!isSense(ws16) && ws16.kind === "write-same" && ws16.countByte === 10, "(16)");
   assert.equal(withField(decodeCdb(cdb(0x9e, 0x11))), 1, "service action");
   assert.equal(withField(decodeCdb(cdb(0xa3, 0x0c, 0x80))), 2, "RCTD");
 });
@@ -72,6 +101,8 @@ Deno.test("cdb: every supported command decodes, with usage data as long as its 
     // WRITE SAME needs a block count (WSNZ).
     if (command.opcode === 0x41) bytes[8] = 1;
     if (command.opcode === 0x93) bytes[13] = 1;
+    // MODE SELECT needs PF.
+    if (command.opcode === 0x15 || command.opcode === 0x55) bytes[1] = 0x10;
     const decoded = decodeCdb(bytes);
     assert.ok(
       !isSense(decoded),

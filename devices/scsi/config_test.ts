@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parseCommandLine, renderHelp, UsageError } from "../../core/cli.ts";
-import { SCSI_COMMAND, scsiConfig } from "./config.ts";
+import { SCSI_COMMAND, SCSI_POLL_MICROS, scsiConfig } from "./config.ts";
 
 function parse(args: string[]) {
   const parsed = parseCommandLine(args, SCSI_COMMAND);
@@ -15,7 +15,8 @@ Deno.test("scsi config: upstream's flags and positional images", () => {
   assert.equal(config.readOnly, true);
   assert.equal(config.solidState, true);
   assert.equal(config.blockSize, 512);
-  assert.equal(config.io, "io-uring");
+  assert.equal(config.io, "auto");
+  assert.equal(config.pollMicros, SCSI_POLL_MICROS);
   assert.equal(config.requestQueues, 16);
   const other = parse([
     "--socket-fd",
@@ -32,6 +33,7 @@ Deno.test("scsi config: upstream's flags and positional images", () => {
   assert.equal(other.blockSize, 4096);
   assert.equal(other.io, "sync");
   assert.equal(other.requestQueues, 4);
+  assert.equal(parse(["--poll-us", "0", "-s", "/tmp/s", "x"]).pollMicros, 0);
   assert.equal(parseCommandLine(["--print-capabilities"], SCSI_COMMAND), "capabilities");
   assert.match(renderHelp(SCSI_COMMAND), /\[IMAGES\]\.\.\./);
 });

@@ -156,6 +156,131 @@ Deno.test("scsi daemon: UNMAP and WRITE SAME punch holes; 4096-byte blocks", asy
   }
 });
 
+Deno.test("scsi daemon: VERIFY with BYTCHK compares with the image; WRITE SAME over its limit points at its count", async () => {
+  const path = await Deno.makeTempFile();
+  // Sparse 2 GiB: room for a WRITE SAME(16) longer than its 1 GiB limit.
+  await Deno.truncate(path, 2048 * MiB);
+  const file = await Deno.open(path, { write: true });
+  const stored = Uint8Array.from({ length: 4096 }, (_, i) => (i * 7) & 0xff);
+  await file.write(stored);
+  file.close();
+  await using daemon = await startScsiDaemon([path]);
+  const s = await ScsiSession.connect(daemon.socket);
+  const verify10 = (byteCheck: number, lba: number, blocks: number) => [
+    0x2f,
+    byteCheck << 1,
+    ...be32(lba),
+    0,
+    blocks >> 8,
+    blocks & 0xff,
+    0,
+  ];
+  try {
+    // BYTCHK=1: the same bytes compare equal; one byte off is a MISCOMPARE at its offset.
+    good(s.run({ cdb: verify10(1, 0, 8), dataOut: stored }));
+    const changed = stored.slice();
+    changed[1234] ^= 0xff;
+    let r = s.run({ cdb: verify10(1, 0, 8), dataOut: changed });
+    check(r, 0x0e, 0x1d);
+    assert.equal(r.sense[0], 0xf0, "VALID");
+    assert.deepEqual([...r.sense.subarray(3, 7)], be32(1234), "INFORMATION: the byte offset");
+    // VERIFY(16), BYTCHK=3: one block compared with each block of the range (zeros here).
+    good(
+      s.run({
+        cdb: [0x8f, 0x06, 0, 0, 0, 0, ...be32(16), ...be32(4), 0, 0],
+        dataOut: new Uint8Array(512),
+      }),
+    );
+    r = s.run({
+      cdb: [0x8f, 0x06, 0, 0, 0, 0, ...be32(6), ...be32(4), 0, 0],
+      dataOut: stored.subarray(0, 512),
+    });
+    check(r, 0x0e, 0x1d);
+    // Blocks 6 and 7 hold block 0's bytes; block 8 is zeros: its byte 1 is the first to differ.
+    assert.deepEqual([...r.sense.subarray(3, 7)], be32(2 * 512 + 1));
+    // Too little data-out for the range: OVERRUN; beyond the image: LBA OUT OF RANGE.
+    assert.equal(s.run({ cdb: verify10(1, 0, 8), dataOut: stored.subarray(0, 512) }).response, 1);
+    check(s.run({ cdb: verify10(3, 4194303, 2), dataOut: new Uint8Array(512) }), 5, 0x21);
+    // BYTCHK=0 checks the range only.
+    good(s.run({ cdb: verify10(0, 0, 8) }));
+    // WRITE SAME(16) of 2^21 + 1 blocks (over 1 GiB): INVALID FIELD at byte 10, the count.
+    r = s.run({
+      cdb: [0x93, 0, 0, 0, 0, 0, 0, 0, 0, 0, ...be32(0x200001), 0, 0],
+      dataOut: new Uint8Array(512),
+    });
+    check(r, 5, 0x24);
+    assert.deepEqual([...r.sense.subarray(15, 18)], [0xc0, 0, 10]);
+  } finally {
+    s.close();
+    await daemon.stop();
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("scsi daemon: unit attention after power on and resets; MODE SELECT turns the write cache off", async () => {
+  const dir = await Deno.makeTempDir();
+  const paths = [`${dir}/a.img`, `${dir}/b.img`];
+  for (const path of paths) await Deno.writeFile(path, new Uint8Array(MiB));
+  await using daemon = await startScsiDaemon(paths);
+  const tur = (lun: number) => s.run({ cdb: [0x00, 0, 0, 0, 0, 0], lun });
+  const wce = (): number => s.run({ cdb: [0x1a, 0x08, 0x08, 0, 255, 0], dataIn: 255 }).data[6];
+  const reset = (subtype: number, lun: number) => {
+    const req = new Uint8Array(24);
+    new DataView(req.buffer).setUint32(4, subtype, true);
+    req.set([1, 0, 0, lun], 8);
+    s.queues[0].add({ readable: [req], writable: [1] });
+    s.kick(0);
+    assert.deepEqual(s.collect(0, 1).map((u) => u.data[0]), [0], "FUNCTION COMPLETE");
+  };
+  let s = await ScsiSession.connect(daemon.socket, { keepUnitAttention: true });
+  try {
+    // INQUIRY and REPORT LUNS do not report it; the first other command does, once.
+    good(s.run({ cdb: [0x12, 0, 0, 0, 36, 0], dataIn: 36 }));
+    good(s.run({ cdb: [0xa0, 0, 0, 0, 0, 0, ...be32(64), 0, 0], dataIn: 64 }));
+    check(tur(0), 0x6, 0x29);
+    good(tur(0));
+    // REQUEST SENSE returns it as its data, and clears it.
+    const r = s.run({ cdb: [0x03, 0, 0, 0, 18, 0], dataIn: 18, lun: 1 });
+    good(r);
+    assert.deepEqual([r.data[2], r.data[12], r.data[13]], [0x6, 0x29, 0]);
+    good(tur(1));
+
+    // MODE SELECT(6): the caching page with WCE=0; MODE SENSE then reports it.
+    assert.equal(wce(), 0x04);
+    const caching = [0x08, 0x12, 0, ...new Array(17).fill(0)];
+    const list = Uint8Array.from([0, 0, 0, 0, ...caching]);
+    good(s.run({ cdb: [0x15, 0x10, 0, 0, list.length, 0], dataOut: list }));
+    assert.equal(wce(), 0);
+    // An unchangeable field: INVALID FIELD IN PARAMETER LIST, pointing at its byte.
+    const control = Uint8Array.from([0, 0, 0, 0, 0x0a, 0x0a, 0, 0, ...new Array(8).fill(0)]);
+    const refused = s.run({ cdb: [0x15, 0x10, 0, 0, control.length, 0], dataOut: control });
+    check(refused, 0x5, 0x26);
+    assert.deepEqual([...refused.sense.subarray(15, 18)], [0x80, 0, 7]);
+    // Write-through: a plain WRITE is in the image when it completes.
+    good(s.run({ cdb: [0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], dataOut: new Uint8Array(512).fill(9) }));
+    assert.equal((await Deno.readFile(paths[0]))[0], 9);
+
+    // LOGICAL UNIT RESET: that unit's next command reports it; the other's does not.
+    reset(5, 1);
+    good(tur(0));
+    check(tur(1), 0x6, 0x29);
+    // I_T NEXUS RESET: every unit.
+    reset(4, 0);
+    check(tur(0), 0x6, 0x29);
+    check(tur(1), 0x6, 0x29);
+
+    // A new front-end is a power on: the write cache is back on, and a unit attention.
+    s.close();
+    s = await ScsiSession.connect(daemon.socket, { keepUnitAttention: true });
+    check(tur(0), 0x6, 0x29);
+    assert.equal(wce(), 0x04);
+  } finally {
+    s.close();
+    await daemon.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("scsi daemon: TMFs wait for the requests they cover; random requests never end the daemon", async () => {
   const path = await Deno.makeTempFile();
   await Deno.truncate(path, 16 * MiB);
@@ -244,7 +369,8 @@ Deno.test("scsi daemon: GET_VRING_BASE returns only after the requests in flight
       s.kick(2);
       // Stop at once: the writes are on io_uring's workers now.
       const [, , base] = s.frontend.stop();
-      assert.equal(base, (round + 1) * 16);
+      // Two commands before: REPORT LUNS and the TEST UNIT READY that took the unit attention.
+      assert.equal(base, 2 + (round + 1) * 16);
       const used = s.queues[2].takeUsed().map(decodeResponse);
       assert.equal(used.length, 16, "every request taken was answered");
       assert.ok(used.every((r) => r.status === 0));

@@ -125,6 +125,10 @@ export class ScsiDevice implements VirtioDevice {
   /** The ring object last served per queue (the context lends only enabled rings). */
   readonly #rings: (SplitQueue | undefined)[] = [];
   #rejected = 0;
+  /** The header of the request being started: decoded at once, then reused. */
+  readonly #header = new Uint8Array(REQUEST_HEADER_SIZE);
+  /** The response header being written: copied into the ring at once, then reused. */
+  readonly #response = new Uint8Array(RESPONSE_HEADER_SIZE);
 
   /** A device serving `options.target` through `options.io`. */
   constructor(options: ScsiDeviceOptions) {
@@ -137,6 +141,8 @@ export class ScsiDevice implements VirtioDevice {
 
   activate(context: DeviceContext): void {
     this.#context = context;
+    // A front-end starting the device is a power on: defaults, and a unit attention.
+    this.#target.powerOn();
   }
 
   readConfig(offset: number, length: number): Uint8Array {
@@ -216,6 +222,8 @@ export class ScsiDevice implements VirtioDevice {
         this.#start(queue, chain, context.log);
         served++;
       }
+      // While the loop polls, enableNotification leaves kicks off and the
+      // core looks at the ring instead (core/backend.ts, "rings polled in memory").
     } while (!deferred && queue.enableNotification());
     this.#io.flush();
     this.#notifyDirty();
@@ -230,9 +238,8 @@ export class ScsiDevice implements VirtioDevice {
       });
       return;
     }
-    const request = decodeCommandRequest(
-      readSlices(chain.readable, { length: REQUEST_HEADER_SIZE }),
-    );
+    copyHeader(chain.readable, this.#header);
+    const request = decodeCommandRequest(this.#header);
     const buffers: RequestBuffers = {
       dataOut: skipBytes(chain.readable, REQUEST_HEADER_SIZE),
       dataOutLength: chain.readableLength - REQUEST_HEADER_SIZE,
@@ -286,7 +293,7 @@ export class ScsiDevice implements VirtioDevice {
       status: outcome.status,
       sense: outcome.sense,
       residual,
-    });
+    }, this.#response);
     writeSlices(chain.writable, header);
     queue.addUsed(chain.head, RESPONSE_HEADER_SIZE + outcome.dataIn);
     this.#markDirty(queue);
@@ -387,9 +394,11 @@ export class ScsiDevice implements VirtioDevice {
     const task = (): boolean =>
       [...this.#inFlight].some((r) => r.lun === lun && r.id === request.id);
     if (request.subtype === TmfSubtype.I_T_NEXUS_RESET) {
+      this.#target.reset();
       return { waiting: () => this.#inFlight.size > 0 };
     }
     if (!this.#target.unit(lun)) return VirtioScsiResponse.INCORRECT_LUN;
+    if (request.subtype === TmfSubtype.LOGICAL_UNIT_RESET) this.#target.reset(lun);
     switch (request.subtype) {
       case TmfSubtype.ABORT_TASK:
         return { waiting: task };
@@ -433,6 +442,17 @@ export class ScsiDevice implements VirtioDevice {
 /** The LUN a request addresses on target 0, or `null` for any other target or a bad field. */
 function targetLun(address: LunAddress): number | null {
   return address.kind === "lun" && address.target === 0 ? address.lun : null;
+}
+
+/** Copies the first `out.length` bytes of `slices` (which hold at least that many) into `out`. */
+function copyHeader(slices: readonly GuestSlice[], out: Uint8Array): void {
+  const first = slices[0];
+  if (first.length >= out.length) {
+    // The usual case: Linux puts the whole header in one descriptor.
+    out.set(first.region.bytes.subarray(first.offset, first.offset + out.length));
+    return;
+  }
+  out.set(readSlices(slices, { length: out.length }));
 }
 
 /** The distinct regions `chain`'s buffers lie in (usually one). */

@@ -13,15 +13,26 @@ import { pushIovecs, readSlices, writeSlices } from "../../core/virtio/descripto
 import { addressOf, errnoName, IovecList, stableBuffer } from "../../ffi/mod.ts";
 import type { BlockIo } from "./block_io.ts";
 import type { Command } from "./cdb.ts";
-import { type DiskParameters, MAX_UNMAP_DESCRIPTORS, maxUnmapBlocks } from "./disk_parameters.ts";
+import {
+  type DiskParameters,
+  MAX_UNMAP_DESCRIPTORS,
+  maxTransferBlocks,
+  maxUnmapBlocks,
+} from "./disk_parameters.ts";
 import { standardInquiry, vpdPage } from "./inquiry.ts";
-import { modeSense } from "./mode_pages.ts";
+import {
+  DEFAULT_MODE_PARAMETERS,
+  type ModeParameters,
+  modeSelect,
+  modeSense,
+} from "./mode_pages.ts";
 import { readCapacity10, readCapacity16 } from "./reports.ts";
 import {
   descriptorSense,
   fixedSense,
   invalidField,
   invalidParameter,
+  miscompare,
   ScsiStatus,
   type Sense,
   Senses,
@@ -143,6 +154,8 @@ export class LogicalUnit {
   readonly #log: Logger;
   /** iovec arrays of finished transfers, for the next ones. */
   readonly #iovecs: IovecList[] = [];
+  /** The mode parameters MODE SELECT changed (the write cache). */
+  #mode: ModeParameters = DEFAULT_MODE_PARAMETERS;
 
   /** Serves `disk` from `options.fd`. */
   constructor(disk: DiskParameters, options: LogicalUnitOptions) {
@@ -150,6 +163,16 @@ export class LogicalUnit {
     this.#fd = options.fd;
     this.#io = options.io;
     this.#log = options.log;
+  }
+
+  /** The current mode parameters. */
+  get modeParameters(): ModeParameters {
+    return this.#mode;
+  }
+
+  /** A power on (a new front-end): mode parameters return to their defaults. */
+  powerOn(): void {
+    this.#mode = DEFAULT_MODE_PARAMETERS;
   }
 
   /** Executes `command`; `done` runs once, now or when the I/O completes. */
@@ -166,7 +189,11 @@ export class LogicalUnit {
         return done(answer(data, command.allocationLength, buffers));
       }
       case "mode-sense":
-        return done(answer(modeSense(command, disk), command.allocationLength, buffers));
+        return done(
+          answer(modeSense(command, disk, this.#mode), command.allocationLength, buffers),
+        );
+      case "mode-select":
+        return this.#modeSelect(command, buffers, done);
       case "read-capacity-10":
         return done(dataIn(readCapacity10(disk), 8, buffers));
       case "read-capacity-16":
@@ -175,11 +202,7 @@ export class LogicalUnit {
       case "write":
         return this.#readWrite(command, buffers, done);
       case "verify":
-        // BYTCHK=0: the medium is a file the kernel already checks; only the range is.
-        if (this.#outOfRange(command.lba, command.blocks)) {
-          return done(checkCondition(Senses.LBA_OUT_OF_RANGE));
-        }
-        return done(noData(buffers));
+        return this.#verify(command, buffers, done);
       case "synchronize-cache":
         return this.#synchronizeCache(command, buffers, done);
       case "write-same":
@@ -213,7 +236,8 @@ export class LogicalUnit {
       return done(checkCondition(Senses.LBA_OUT_OF_RANGE));
     }
     if (length === 0) return done(noData(buffers));
-    const fua = command.kind === "write" && command.fua;
+    // WCE=0: every write is durable before it completes, as with FUA.
+    const fua = command.kind === "write" && (command.fua || !this.#mode.writeCache);
     this.#transfer(
       { reading, slices: reading ? buffers.dataIn : buffers.dataOut, fua },
       { offset: command.lba * this.disk.blockSize, length },
@@ -261,6 +285,94 @@ export class LogicalUnit {
     step();
   }
 
+  /**
+   * VERIFY (SBC-4 §5.30). BYTCHK=0: the medium is a file the kernel
+   * already checks; only the range is. BYTCHK=1 or 3: the range is read
+   * and compared with the data-out buffer (3: one block, for each block);
+   * the first byte that differs is reported as MISCOMPARE with its offset
+   * in the INFORMATION field.
+   */
+  #verify(
+    command: Extract<Command, { kind: "verify" }>,
+    buffers: RequestBuffers,
+    done: OutcomeDone,
+  ): void {
+    const { blockSize } = this.disk;
+    const { lba, blocks, byteCheck } = command;
+    if (byteCheck === 0) {
+      if (this.#outOfRange(lba, blocks)) return done(checkCondition(Senses.LBA_OUT_OF_RANGE));
+      return done(noData(buffers));
+    }
+    const expected = byteCheck === 1 ? blocks * blockSize : blocks > 0 ? blockSize : 0;
+    if (buffers.dataInLength > 0 || expected > buffers.dataOutLength) return done(OVERRUN);
+    if (this.#outOfRange(lba, blocks)) return done(checkCondition(Senses.LBA_OUT_OF_RANGE));
+    if (blocks > maxTransferBlocks(blockSize)) {
+      return done(invalidFieldOutcome(command.countByte));
+    }
+    if (blocks === 0) return done(noData(buffers));
+    const data = readSlices(buffers.dataOut, { length: expected });
+    const medium = stableBuffer(blocks * blockSize);
+    this.#readInto(medium, lba * blockSize, (errno) => {
+      if (errno !== 0) return done(this.#ioError("read", errno));
+      for (let at = 0; at < medium.length; at++) {
+        const want = byteCheck === 1 ? data[at] : data[at % blockSize];
+        if (medium[at] !== want) return done(checkCondition(miscompare(at)));
+      }
+      done(good({ dataOut: expected }));
+    });
+  }
+
+  /** Reads `buffer.length` bytes of the image at `offset` into `buffer` (kept referenced until done). */
+  #readInto(buffer: Uint8Array, offset: number, done: (errno: number) => void): void {
+    const address = addressOf(buffer);
+    const iov = new IovecList(1);
+    let progress = 0;
+    const step = (): void => {
+      iov.clear();
+      iov.push(address + progress, buffer.length - progress);
+      this.#io.submit({ kind: "readv", fd: this.#fd, iov, offset: offset + progress }, (result) => {
+        if (result < 0) return done(-result);
+        if (result === 0) return done(EIO);
+        progress += result;
+        if (progress < buffer.length) step();
+        else done(0);
+      });
+    };
+    step();
+  }
+
+  /**
+   * `done`, after an fdatasync when the write cache is off (WCE=0): what
+   * WRITE SAME and UNMAP changed is durable before they complete.
+   */
+  #durable(done: (errno: number) => void): (errno: number) => void {
+    return (errno) => {
+      if (errno !== 0 || this.#mode.writeCache) return done(errno);
+      this.#io.submit({ kind: "fdatasync", fd: this.#fd }, (result) => done(Math.max(0, -result)));
+    };
+  }
+
+  /** MODE SELECT (SPC-4 §6.9): see {@link modeSelect}; turning the write cache off flushes it. */
+  #modeSelect(
+    command: Extract<Command, { kind: "mode-select" }>,
+    buffers: RequestBuffers,
+    done: OutcomeDone,
+  ): void {
+    const length = command.parameterListLength;
+    if (length === 0) return done(noData(buffers));
+    if (buffers.dataInLength > 0 || length > buffers.dataOutLength) return done(OVERRUN);
+    const data = readSlices(buffers.dataOut, { length });
+    const result = modeSelect(command, data, { disk: this.disk, current: this.#mode });
+    if (!("writeCache" in result)) return done(checkCondition(result));
+    const flush = this.#mode.writeCache && !result.writeCache && !this.disk.readOnly;
+    this.#mode = result;
+    if (!flush) return done(good({ dataOut: length }));
+    // As scsi-hd: what the cache held is on the disk before write-through begins.
+    this.#io.submit({ kind: "fdatasync", fd: this.#fd }, (flushed) => {
+      done(flushed < 0 ? this.#ioError("flush", -flushed) : good({ dataOut: length }));
+    });
+  }
+
   #ioError(operation: string, errno: number): Outcome {
     this.#log.error(`${operation} on the image failed: ${errnoName(errno)} (${errno})`);
     if (operation === "read") return checkCondition(Senses.UNRECOVERED_READ_ERROR);
@@ -299,19 +411,21 @@ export class LogicalUnit {
     if (this.#outOfRange(command.lba, command.blocks)) {
       return done(checkCondition(Senses.LBA_OUT_OF_RANGE));
     }
-    if (command.blocks > maxUnmapBlocks(blockSize)) return done(invalidFieldOutcome(10));
+    if (command.blocks > maxUnmapBlocks(blockSize)) {
+      return done(invalidFieldOutcome(command.countByte));
+    }
     const pattern = command.ndob
       ? new Uint8Array(blockSize)
       : readSlices(buffers.dataOut, { length: blockSize });
     const zeros = pattern.every((b) => b === 0);
     const range = { offset: command.lba * blockSize, length: command.blocks * blockSize };
-    const finish = (errno: number): void => {
+    const finish = this.#durable((errno: number): void => {
       done(
         errno === 0
           ? good({ dataOut: command.ndob ? 0 : blockSize })
           : this.#ioError("write", errno),
       );
-    };
+    });
     // SBC-4 §5.48: with UNMAP, zeros may be deallocated instead of written
     // (LBPRZ=1: a hole reads back as zeros).
     if (command.unmap && zeros) this.#punchHole(range, finish);
@@ -389,8 +503,11 @@ export class LogicalUnit {
         ranges.push({ offset: lba * this.disk.blockSize, length: blocks * this.disk.blockSize });
       }
     }
+    const finish = this.#durable((errno) => {
+      done(errno === 0 ? good({ dataOut: parameterListLength }) : this.#ioError("unmap", errno));
+    });
     const next = (index: number): void => {
-      if (index === ranges.length) return done(good({ dataOut: parameterListLength }));
+      if (index === ranges.length) return finish(0);
       this.#punchHole(ranges[index], (errno) => {
         if (errno !== 0) return done(this.#ioError("unmap", errno));
         next(index + 1);

@@ -13,6 +13,7 @@ import { Daemon } from "../../core/daemon.ts";
 import type { EventLoop } from "../../core/event_loop.ts";
 import type { Logger } from "../../core/log.ts";
 import { close } from "../../ffi/mod.ts";
+import { AutoBlockIo, fileRoute } from "./auto_block_io.ts";
 import { type BlockIo, SyncBlockIo } from "./block_io.ts";
 import { type IoEngine, SCSI_COMMAND, scsiConfig } from "./config.ts";
 import { ScsiDevice } from "./device.ts";
@@ -22,14 +23,19 @@ import { Target } from "./target.ts";
 import { UringBlockIo } from "./uring_block_io.ts";
 
 /**
- * The engine `--io` asks for. Without io_uring (an old kernel, a seccomp
- * profile that forbids it, `kernel.io_uring_disabled`), the daemon still
- * serves, with file I/O in the event loop, and says so.
+ * The engine `--io` asks for, serving the image `fds`. Without io_uring (an
+ * old kernel, a seccomp profile that forbids it, `kernel.io_uring_disabled`),
+ * the daemon still serves, with file I/O in the event loop, and says so.
  */
-export function ioEngine(engine: IoEngine, options: { loop: EventLoop; log: Logger }): BlockIo {
+export function ioEngine(
+  engine: IoEngine,
+  fds: readonly number[],
+  options: { loop: EventLoop; log: Logger },
+): BlockIo {
   if (engine === "sync") return new SyncBlockIo();
+  let ring: BlockIo;
   try {
-    return new UringBlockIo(options);
+    ring = new UringBlockIo(options);
   } catch (error) {
     options.log.warn(
       `io_uring is unavailable (${error instanceof Error ? error.message : error}); ` +
@@ -37,6 +43,9 @@ export function ioEngine(engine: IoEngine, options: { loop: EventLoop; log: Logg
     );
     return new SyncBlockIo();
   }
+  if (engine === "io-uring") return ring;
+  const routes = new Map(fds.map((fd) => [fd, fileRoute(fd)]));
+  return new AutoBlockIo({ loop: options.loop, ring, routes });
 }
 
 /** The command line: parser, `--help` and man page. */
@@ -60,7 +69,19 @@ if (import.meta.main) {
         pollMicros: config.pollMicros,
         createDevice: () => new ScsiDevice({ target, io, requestQueues: config.requestQueues }),
       });
-      const io = ioEngine(config.io, { loop: daemon.loop, log });
+      const io = ioEngine(config.io, images.map((i) => i.fd), { loop: daemon.loop, log });
+      if (config.io === "auto") {
+        config.images.forEach((path, lun) => {
+          const memory = fileRoute(images[lun].fd) === "memory";
+          log.info(
+            `LUN ${lun} (${path}): ${
+              memory
+                ? "on a memory file system: I/O inline"
+                : "cached reads inline, the rest on io_uring"
+            }`,
+          );
+        });
+      }
       const target = new Target(
         images.map((image) => new LogicalUnit(image.disk, { fd: image.fd, io, log })),
       );

@@ -68,7 +68,7 @@ Deno.test("report supported operation codes: all, one, and unsupported", () => {
   const none = reportSupportedOperationCodes({
     ...base,
     reportingOptions: 1,
-    requestedOpcode: 0x15,
+    requestedOpcode: 0x04,
   });
   assert.deepEqual([...(none as Uint8Array)], [0, 1, 0, 0]);
   assert.ok(

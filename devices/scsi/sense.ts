@@ -19,6 +19,7 @@ export const SenseKey = {
   MEDIUM_ERROR: 0x3,
   HARDWARE_ERROR: 0x4,
   ILLEGAL_REQUEST: 0x5,
+  UNIT_ATTENTION: 0x6,
   DATA_PROTECT: 0x7,
   ABORTED_COMMAND: 0xb,
   MISCOMPARE: 0xe,
@@ -37,6 +38,8 @@ export interface Sense {
    * the CDB (or parameter list) byte and, optionally, bit in error.
    */
   readonly field?: { readonly inCdb: boolean; readonly byte: number; readonly bit?: number };
+  /** The INFORMATION field (SPC-4 §4.5.3), with VALID set: e.g. MISCOMPARE's byte offset. */
+  readonly information?: number;
 }
 
 /** The conditions this target reports, as SPC-4 Annex D names them. */
@@ -54,6 +57,12 @@ export const Senses = {
   UNRECOVERED_READ_ERROR: { key: SenseKey.MEDIUM_ERROR, asc: 0x11, ascq: 0x00 },
   WRITE_ERROR: { key: SenseKey.MEDIUM_ERROR, asc: 0x0c, ascq: 0x00 },
   INTERNAL_TARGET_FAILURE: { key: SenseKey.HARDWARE_ERROR, asc: 0x44, ascq: 0x00 },
+  POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED: {
+    key: SenseKey.UNIT_ATTENTION,
+    asc: 0x29,
+    ascq: 0x00,
+  },
+  MISCOMPARE_DURING_VERIFY_OPERATION: { key: SenseKey.MISCOMPARE, asc: 0x1d, ascq: 0x00 },
 } as const satisfies Record<string, Sense>;
 
 /** INVALID FIELD IN CDB pointing at `byte` (and `bit`) of the CDB. */
@@ -66,6 +75,11 @@ export function invalidParameter(byte: number): Sense {
   return { ...Senses.INVALID_FIELD_IN_PARAMETER_LIST, field: { inCdb: false, byte } };
 }
 
+/** MISCOMPARE DURING VERIFY OPERATION at byte `offset` of the data-out buffer (SBC-4 §5.30). */
+export function miscompare(offset: number): Sense {
+  return { ...Senses.MISCOMPARE_DURING_VERIFY_OPERATION, information: offset };
+}
+
 /** Length of the fixed-format sense data this target returns. */
 export const FIXED_SENSE_LENGTH = 18;
 
@@ -74,6 +88,10 @@ export function fixedSense(sense: Sense): Uint8Array {
   const out = new Uint8Array(FIXED_SENSE_LENGTH);
   out[0] = 0x70;
   out[2] = sense.key & 0x0f;
+  if (sense.information !== undefined) {
+    out[0] |= 0x80; // VALID: the INFORMATION field is defined
+    new DataView(out.buffer).setUint32(3, sense.information >>> 0);
+  }
   out[7] = FIXED_SENSE_LENGTH - 8; // additional sense length
   out[12] = sense.asc;
   out[13] = sense.ascq;

@@ -5,6 +5,7 @@ import {
   fixedSense,
   invalidField,
   invalidParameter,
+  miscompare,
   Senses,
 } from "./sense.ts";
 
@@ -23,6 +24,15 @@ Deno.test("sense: field pointers for invalid CDB and parameter list fields", () 
   assert.deepEqual([...cdb.subarray(15)], [0x80 | 0x40 | 0x08 | 5, 1, 44]);
   const list = fixedSense(invalidParameter(2));
   assert.deepEqual([...list.subarray(15)], [0x80, 0, 2]);
+});
+
+Deno.test("sense: MISCOMPARE carries the offset in the INFORMATION field, VALID set", () => {
+  const sense = fixedSense(miscompare(0x01020304));
+  assert.equal(sense[0], 0xf0);
+  assert.equal(sense[2], 0x0e);
+  assert.deepEqual([...sense.subarray(3, 7)], [1, 2, 3, 4]);
+  assert.deepEqual([sense[12], sense[13]], [0x1d, 0x00]);
+  assert.equal(fixedSense(Senses.WRITE_PROTECTED)[0] & 0x80, 0, "no INFORMATION, no VALID");
 });
 
 Deno.test("sense: descriptor format (SPC-4 §4.5.2)", () => {

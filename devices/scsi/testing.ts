@@ -142,10 +142,20 @@ export class ScsiSession {
     this.queues = queues;
   }
 
-  /** Connects to `socket` and starts 2 + `requestQueues` queues of `size`. */
+  /**
+   * Connects to `socket` and starts 2 + `requestQueues` queues of `size`.
+   * The unit attention each LUN reports after the power on is consumed
+   * (a TEST UNIT READY per LUN, as Linux's disk probe sends) unless
+   * `keepUnitAttention`.
+   */
   static async connect(
     socket: string,
-    options: { requestQueues?: number; size?: number; memoryMiB?: number } = {},
+    options: {
+      requestQueues?: number;
+      size?: number;
+      memoryMiB?: number;
+      keepUnitAttention?: boolean;
+    } = {},
   ): Promise<ScsiSession> {
     const frontend = await VhostUserFrontend.connect(socket);
     const memory = new DriverMemory({ size: (options.memoryMiB ?? 64) << 20 });
@@ -156,7 +166,18 @@ export class ScsiSession {
     );
     frontend.init({ queueCount: count });
     frontend.start({ memory, queues, features: GUEST_FEATURES });
-    return new ScsiSession(frontend, memory, queues);
+    const session = new ScsiSession(frontend, memory, queues);
+    if (!options.keepUnitAttention) session.clearUnitAttention();
+    return session;
+  }
+
+  /** Sends TEST UNIT READY to every LUN REPORT LUNS lists: each reports its unit attention, if any. */
+  clearUnitAttention(): void {
+    const report = this.run({ cdb: [0xa0, 0, 0, 0, 0, 0, 0, 0, 8, 8, 0, 0], dataIn: 2056 });
+    for (let at = 8; at + 8 <= report.data.length; at += 8) {
+      const lun = ((report.data[at] & 0x3f) << 8) | report.data[at + 1];
+      this.run({ cdb: [0x00, 0, 0, 0, 0, 0], lun });
+    }
   }
 
   /** Adds `command` to its queue without kicking; returns the head. */

@@ -102,17 +102,17 @@ export interface CommandRequest {
   readonly address: LunAddress;
   /** The driver's tag, matched by ABORT_TASK and QUERY_TASK. */
   readonly id: bigint;
-  /** The CDB, copied out of guest memory. */
+  /** The CDB: a view of the header passed in (decode it before that is reused). */
   readonly cdb: Uint8Array;
 }
 
-/** Decodes the first {@link REQUEST_HEADER_SIZE} bytes of a request. */
+/** Decodes the first {@link REQUEST_HEADER_SIZE} bytes of a request (a copy out of guest memory). */
 export function decodeCommandRequest(header: Uint8Array): CommandRequest {
   const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
   return {
     address: decodeLun(header.subarray(0, 8)),
     id: view.getBigUint64(8, true),
-    cdb: header.slice(19, 19 + VIRTIO_SCSI_CDB_SIZE),
+    cdb: header.subarray(19, 19 + VIRTIO_SCSI_CDB_SIZE),
   };
 }
 
@@ -128,18 +128,31 @@ export interface CommandResponse {
   readonly residual: number;
 }
 
-/** Encodes a response header ({@link RESPONSE_HEADER_SIZE} bytes). */
-export function encodeCommandResponse(response: CommandResponse): Uint8Array {
-  const out = new Uint8Array(RESPONSE_HEADER_SIZE);
-  const view = new DataView(out.buffer);
+/**
+ * Encodes a response header ({@link RESPONSE_HEADER_SIZE} bytes) into `out`
+ * (a new array if not given; a reused one is overwritten whole).
+ */
+export function encodeCommandResponse(
+  response: CommandResponse,
+  out: Uint8Array = new Uint8Array(RESPONSE_HEADER_SIZE),
+): Uint8Array {
   const sense = response.sense?.subarray(0, VIRTIO_SCSI_SENSE_SIZE);
-  view.setUint32(0, sense?.length ?? 0, true);
-  view.setUint32(4, response.residual >>> 0, true);
-  // status_qualifier (2 bytes) stays 0.
+  const senseLength = sense?.length ?? 0;
+  const residual = response.residual >>> 0;
+  // Little-endian sense_len and residual, byte by byte: no DataView per response.
+  out[0] = senseLength;
+  out[1] = out[2] = out[3] = 0;
+  out[4] = residual & 0xff;
+  out[5] = (residual >>> 8) & 0xff;
+  out[6] = (residual >>> 16) & 0xff;
+  out[7] = residual >>> 24;
+  // status_qualifier stays 0.
+  out[8] = out[9] = 0;
   out[10] = response.status;
   out[11] = response.response;
   if (sense) out.set(sense, 12);
-  return out;
+  out.fill(0, 12 + senseLength, RESPONSE_HEADER_SIZE);
+  return out.subarray(0, RESPONSE_HEADER_SIZE);
 }
 
 /** A decoded control queue request (§5.6.6.2). */

@@ -61,6 +61,12 @@ Deno.test("virtio-scsi: request and response codecs", () => {
   assert.equal(view.getUint32(0, true), 96, "sense truncated to sense_size");
   assert.equal(view.getUint32(4, true), 5);
   assert.deepEqual([response[10], response[11]], [2, 1]);
+  // A reused buffer is overwritten whole: no sense is left from the last response.
+  const reused = encodeCommandResponse({ response: 0, status: 0, residual: 0x01020304 }, response);
+  assert.equal(reused.buffer, response.buffer);
+  assert.deepEqual([...reused.subarray(0, 12)], [0, 0, 0, 0, 4, 3, 2, 1, 0, 0, 0, 0]);
+  assert.ok(reused.subarray(12).every((b) => b === 0));
+  assert.equal(reused.length, RESPONSE_HEADER_SIZE);
 });
 
 Deno.test("virtio-scsi: control requests (§5.6.6.2)", () => {

@@ -18,12 +18,7 @@ import {
   readSlices,
   writeSlices,
 } from "../../core/virtio/descriptor_chain.ts";
-import {
-  VIRTIO_F_NOTIFY_ON_EMPTY,
-  VIRTIO_F_VERSION_1,
-  VIRTIO_RING_F_EVENT_IDX,
-  VIRTIO_RING_F_INDIRECT_DESC,
-} from "../../core/virtio/features.ts";
+import { VIRTIO_DEVICE_FEATURES } from "../../core/virtio/features.ts";
 import type { SplitQueue } from "../../core/virtio/split_queue.ts";
 import type { AudioBackend, Direction } from "./backend.ts";
 import { commandName, OFFERED_FEATURES, resolveParams, transition } from "./pcm.ts";
@@ -91,8 +86,7 @@ export class SoundDevice implements VirtioDevice {
   readonly numQueues = 4;
   readonly maxQueueSize: number = MAX_QUEUE_SIZE;
   /** Upstream's bits; VIRTIO_SND_F_CTLS (§5.14.3) is not offered, as upstream. */
-  readonly features: bigint = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_NOTIFY_ON_EMPTY) |
-    bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_RING_F_EVENT_IDX);
+  readonly features: bigint = VIRTIO_DEVICE_FEATURES;
   /**
    * CONFIG (the front-end reads jacks/streams/chmaps from us) and MQ as
    * upstream; REPLY_ACK and CONFIGURE_MEM_SLOTS as the other devices.

@@ -27,6 +27,7 @@ const TOOLS = [
   "sg_luns",
   "sg_opcodes",
   "sg_raw",
+  "sg_verify",
   "fio",
   "mkfs.ext4",
   "e2fsck",
@@ -121,6 +122,11 @@ Deno.test("scsi e2e: sg3-utils, lsscsi, fio crc32c verify over 3 LUNs, ext4, blk
         ${run("opcodes", "sg_opcodes $A")}
         echo "@@RESULT mq $(ls -d /sys/block/\${A##*/}/mq/* | wc -l)"
         echo "@@RESULT cache $(cat /sys/block/\${A##*/}/device/scsi_disk/*/cache_type)"
+        # Linux's cache_type attribute sends MODE SELECT with the caching page's WCE changed.
+        CT=$(ls -d /sys/block/\${A##*/}/device/scsi_disk/*)/cache_type
+        echo "write through" > $CT; echo "@@RESULT cache_wt $(cat $CT)"
+        ${run("modes_wt", "sg_modes -p 8 $A")}
+        echo "write back" > $CT; echo "@@RESULT cache_wb $(cat $CT)"
         ${
         run(
           "fio",
@@ -148,6 +154,11 @@ Deno.test("scsi e2e: sg3-utils, lsscsi, fio crc32c verify over 3 LUNs, ext4, blk
         R_SG=/dev/$(ls /sys/block/\${R##*/}/device/scsi_generic)
         ${run("ro_raw", "sg_raw -s 512 -i /tmp/z $R_SG 2a 00 00 00 00 00 00 00 01 00")}
         echo "@@RESULT ro_md5 $(dd if=$R bs=1M count=1 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)"
+        # VERIFY with BYTCHK=1: the image's own first 4 KiB compare equal; zeros miscompare (14).
+        dd if=$R of=/tmp/ro4k bs=4096 count=1 iflag=direct 2>/dev/null
+        dd if=/dev/zero of=/tmp/z4k bs=4096 count=1 2>/dev/null
+        sg_verify -r --count=8 --ndo=4096 --in=/tmp/ro4k $R; echo "@@RESULT verify_rc $?"
+        sg_verify -r -q --count=8 --ndo=4096 --in=/tmp/z4k $R; echo "@@RESULT miscompare_rc $?"
       `,
     });
     await keepConsole(result, "boot1");
@@ -193,6 +204,11 @@ Deno.test("scsi e2e: sg3-utils, lsscsi, fio crc32c verify over 3 LUNs, ext4, blk
     }
     expect(result, "mq", "2");
     expect(result, "cache", "write back");
+    expect(result, "cache_wt", "write through");
+    assert.match(section(result, "modes_wt"), /Caching, page_control: current\s+00\s+08 12 00/);
+    expect(result, "cache_wb", "write back");
+    expect(result, "verify_rc", "0");
+    expect(result, "miscompare_rc", "14");
     expect(result, "written", "yes");
     expect(result, "discarded_zero", "yes");
     // The discarded image gave its blocks back to the host file system.
