@@ -100,90 +100,88 @@ for (const name of ["sync", "io-uring", "auto-tmpfs", "auto-disk"]) {
   });
 }
 
-Deno.test("block io (auto): a file system without RWF_NOWAIT sends its reads to the ring", async () => {
-  const path = await Deno.makeTempFile({ dir: "/dev/shm" });
-  await Deno.writeFile(path, new Uint8Array(8192).fill(7));
-  const fd = openFile(path, { readOnly: true });
+/** A file for {@link withAutoIo}: where it lives, its size and fill byte, and its route. */
+interface AutoFile {
+  dir?: string;
+  size: number;
+  fill: number;
+  route: FileRoute;
+}
+
+/** Runs `body` with an {@link AutoBlockIo} on a running loop over `files`, opened in order. */
+async function withAutoIo(
+  files: readonly AutoFile[],
+  body: (io: AutoBlockIo, fds: number[]) => Promise<void>,
+): Promise<void> {
+  const paths: string[] = [];
+  const fds: number[] = [];
+  for (const file of files) {
+    const path = await Deno.makeTempFile({ dir: file.dir });
+    await Deno.writeFile(path, new Uint8Array(file.size).fill(file.fill));
+    paths.push(path);
+    fds.push(openFile(path, { readOnly: false }));
+  }
   const loop = new EventLoop(log);
   const running = loop.run();
-  // tmpfs routed as a disk: preadv2(RWF_NOWAIT) fails with EOPNOTSUPP there.
   const io = new AutoBlockIo({
     loop,
     ring: new UringBlockIo({ loop, log }),
-    routes: new Map([[fd, "nowait"]]),
+    routes: new Map(files.map((file, i) => [fds[i], file.route])),
   });
   try {
+    await body(io, fds);
+  } finally {
+    io.close();
+    loop.stop();
+    await running;
+    loop.close();
+    for (const fd of fds) close(fd);
+    for (const path of paths) await Deno.remove(path);
+  }
+}
+
+/** Submits `op` and resolves with its result once the engine completes it. */
+function submitted(io: BlockIo, op: BlockOp): Promise<number> {
+  return new Promise<number>((resolve) => {
+    io.submit(op, resolve);
+    io.flush();
+  });
+}
+
+Deno.test("block io (auto): a file system without RWF_NOWAIT sends its reads to the ring", async () => {
+  // tmpfs routed as a disk: preadv2(RWF_NOWAIT) fails with EOPNOTSUPP there.
+  const file = { dir: "/dev/shm", size: 8192, fill: 7, route: "nowait" } as const;
+  await withAutoIo([file], async (io, [fd]) => {
     const buffer = stableBuffer(4096);
     const iov = new IovecList(1);
     iov.push(addressOf(buffer), buffer.length);
     for (const offset of [0, 4096]) {
-      const result = await new Promise<number>((resolve) => {
-        io.submit({ kind: "readv", fd, iov, offset }, resolve);
-        io.flush();
-      });
-      assert.equal(result, 4096);
+      assert.equal(await submitted(io, { kind: "readv", fd, iov, offset }), 4096);
       assert.ok(buffer.every((b) => b === 7));
     }
     assert.deepEqual(io.counts, { inline: 0, ring: 2 });
-  } finally {
-    io.close();
-    loop.stop();
-    await running;
-    loop.close();
-    close(fd);
-    await Deno.remove(path);
-  }
+  });
 });
 
 Deno.test("block io (auto): a transfer beyond INLINE_MAX_BYTES goes to the ring, even on tmpfs", async () => {
-  const path = await Deno.makeTempFile({ dir: "/dev/shm" });
-  await Deno.writeFile(path, new Uint8Array(2 * INLINE_MAX_BYTES).fill(5));
-  const fd = openFile(path, { readOnly: true });
-  const loop = new EventLoop(log);
-  const running = loop.run();
-  const io = new AutoBlockIo({
-    loop,
-    ring: new UringBlockIo({ loop, log }),
-    routes: new Map([[fd, fileRoute(fd)]]),
-  });
-  try {
+  const file = { dir: "/dev/shm", size: 2 * INLINE_MAX_BYTES, fill: 5, route: "memory" } as const;
+  await withAutoIo([file], async (io, [fd]) => {
+    assert.equal(fileRoute(fd), "memory");
     const buffer = stableBuffer(2 * INLINE_MAX_BYTES);
     for (const length of [INLINE_MAX_BYTES, 2 * INLINE_MAX_BYTES]) {
       const iov = new IovecList(1);
       iov.push(addressOf(buffer), length);
-      const result = await new Promise<number>((resolve) => {
-        io.submit({ kind: "readv", fd, iov, offset: 0 }, resolve);
-        io.flush();
-      });
-      assert.equal(result, length);
+      assert.equal(await submitted(io, { kind: "readv", fd, iov, offset: 0 }), length);
     }
     assert.ok(buffer.every((b) => b === 5));
     assert.deepEqual(io.counts, { inline: 1, ring: 1 });
-  } finally {
-    io.close();
-    loop.stop();
-    await running;
-    loop.close();
-    close(fd);
-    await Deno.remove(path);
-  }
+  });
 });
 
 Deno.test("block io (auto): a follow-up submitted from a ring completion is flushed by the loop", async () => {
-  const shm = await Deno.makeTempFile({ dir: "/dev/shm" });
-  const disk = await Deno.makeTempFile();
-  await Deno.writeFile(shm, new Uint8Array(4096).fill(3));
-  await Deno.writeFile(disk, new Uint8Array(4096).fill(4));
-  const shmFd = openFile(shm, { readOnly: true });
-  const diskFd = openFile(disk, { readOnly: false });
-  const loop = new EventLoop(log);
-  const running = loop.run();
-  const io = new AutoBlockIo({
-    loop,
-    ring: new UringBlockIo({ loop, log }),
-    routes: new Map<number, FileRoute>([[shmFd, "memory"], [diskFd, "nowait"]]),
-  });
-  try {
+  const shm = { dir: "/dev/shm", size: 4096, fill: 3, route: "memory" } as const;
+  const disk = { size: 4096, fill: 4, route: "nowait" } as const;
+  await withAutoIo([shm, disk], async (io, [shmFd, diskFd]) => {
     const buffer = stableBuffer(4096);
     const iov = new IovecList(1);
     iov.push(addressOf(buffer), buffer.length);
@@ -198,16 +196,7 @@ Deno.test("block io (auto): a follow-up submitted from a ring completion is flus
     });
     assert.equal(result, 4096);
     assert.ok(buffer.every((b) => b === 3));
-  } finally {
-    io.close();
-    loop.stop();
-    await running;
-    loop.close();
-    close(shmFd);
-    close(diskFd);
-    await Deno.remove(shm);
-    await Deno.remove(disk);
-  }
+  });
 });
 
 Deno.test("block io (io-uring): many operations in flight complete, beyond the ring's size", async () => {
