@@ -14,7 +14,7 @@
  * MSI-X vectors in /proc/interrupts over the I/Os in /proc/diskstats): with a
  * single TCG vCPU, guest work per request decides.
  *
- * Run: deno task bench:scsi [--runs 3] [--runtime 5] [--mib 256] [--host-only]
+ * Run: deno task bench:scsi [--runs 3] [--runtime 5] [--mib 256] [--host-only] [--guest-only]
  * [--jobs randread-4k-qd32,...] (a subset of {@link JOBS}, by name)
  * [--alt="--io io-uring"] (the second configuration of ours: daemon flags)
  *
@@ -296,6 +296,7 @@ if (import.meta.main) {
       runtime: { type: "string", default: "5" },
       mib: { type: "string", default: "256" },
       "host-only": { type: "boolean", default: false },
+      "guest-only": { type: "boolean", default: false },
       jobs: { type: "string", default: JOBS.map((j) => j.name).join(",") },
       alt: { type: "string", default: "--io io-uring" },
     },
@@ -306,11 +307,13 @@ if (import.meta.main) {
   const mib = Number(values.mib);
   const dir = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "bench-scsi-" });
   const image = await filledImage(dir, mib);
-  const hostRows = await hostIoPaths(image, 20000);
-  console.log("\nHost side: 4 KiB random reads of the tmpfs image (20000 per row):\n");
-  console.log("| path | depth | µs per read | reads/s |");
-  console.log("| --- | --- | --- | --- |");
-  for (const row of hostRows) console.log(row);
+  if (!values["guest-only"]) {
+    const hostRows = await hostIoPaths(image, 20000);
+    console.log("\nHost side: 4 KiB random reads of the tmpfs image (20000 per row):\n");
+    console.log("| path | depth | µs per read | reads/s |");
+    console.log("| --- | --- | --- | --- |");
+    for (const row of hostRows) console.log(row);
+  }
   if (values["host-only"]) {
     await Deno.remove(dir, { recursive: true });
     Deno.exit(0);
