@@ -9,9 +9,12 @@
  * on each disk in turn for `--runs` rounds (medians reported), so a busy
  * host weighs on every variant alike. QEMU runs TCG here (no KVM): figures
  * are TCG-bound; compare ratios. First, the host side alone: 4 KiB reads of
- * the image through each way the daemon could issue them.
+ * the image through each way the daemon could issue them. Next to the
+ * figures, the guest interrupts each disk cost per I/O (its controller's
+ * MSI-X vectors in /proc/interrupts over the I/Os in /proc/diskstats): with a
+ * single TCG vCPU, guest work per request decides.
  *
- * Run: deno task bench:scsi [--runs 3] [--runtime 5] [--mib 256] [--host-only]
+ * Run: deno task bench:scsi [--runs 3] [--runtime 5] [--mib 256] [--host-only] [--guest-only]
  * [--jobs randread-4k-qd32,...] (a subset of {@link JOBS}, by name)
  * [--alt="--io io-uring"] (the second configuration of ours: daemon flags)
  *
@@ -74,8 +77,8 @@ interface Variant {
   readonly name: string;
   /** QEMU arguments. */
   readonly qemuArgs: readonly string[];
-  /** Shell test run against `/sys/block/<dev>` that picks this variant's disk. */
-  readonly match: string;
+  /** The PCI address of its controller (`10.0`): its disk and its interrupt vectors. */
+  readonly pci: string;
 }
 
 /**
@@ -86,24 +89,38 @@ function guestScript(
   variants: readonly Variant[],
   options: { rounds: number; runtime: number; jobs: readonly Job[] },
 ): string {
+  // Each disk is found by the PCI slot of its controller, and so is its
+  // virtio device, whose MSI-X vectors /proc/interrupts names virtioN-<queue>.
   const find = variants.map((v, i) => `
     for d in /sys/block/sd* /sys/block/vd*; do
-      [ -e $d ] && ${v.match} && D${i}=/dev/\${d##*/}
+      [ -e $d ] && readlink $d | grep -q 0000:00:${v.pci}/ && D${i}=\${d##*/}
     done
-    echo "@@RESULT disk${i} $D${i}"`).join("");
+    V${i}=$(ls /sys/bus/pci/devices/0000:00:${v.pci}/ | grep -m1 '^virtio')
+    echo "@@RESULT disk${i} $D${i} $V${i}"`).join("");
   const jobs = options.jobs.map((job) =>
     variants.map((_, i) => `
+      i0=$(irqs $V${i}); n0=$(ios $D${i})
       # A hung job (of any variant) costs one value, not the run.
       out=$(timeout -s KILL ${
       options.runtime * 6 + 30
-    } fio --name=${job.name} --filename=$D${i} --ioengine=libaio --direct=1 --rw=${job.rw} \
+    } fio --name=${job.name} --filename=/dev/$D${i} --ioengine=libaio --direct=1 --rw=${job.rw} \
         --bs=${job.bs} --iodepth=${job.depth} --time_based --runtime=${options.runtime} \
         --ramp_time=1 --minimal 2>&1)
+      i1=$(irqs $V${i}); n1=$(ios $D${i})
       # Terse v3: field 7 read KiB/s, 8 read IOPS, 48 write KiB/s, 49 write IOPS.
-      echo "@@VALUE ${i} ${job.name} $(echo "$out" | awk -F';' '{ print $7 + $48, $8 + $49 }')"`)
+      echo "@@VALUE ${i} ${job.name} $(echo "$out" | awk -F';' '{ print $7 + $48, $8 + $49 }') $((i1 - i0)) $((n1 - n0))"`)
       .join("")
   ).join("");
   return `
+    # Interrupts taken by every vector of virtio device $1 (all CPUs).
+    irqs() {
+      awk -v v="$1-" 'index($0, v) { for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) s += $i }
+        END { print s + 0 }' /proc/interrupts
+    }
+    # Reads plus writes completed by disk $1 (/proc/diskstats fields 4 and 8).
+    ios() {
+      awk -v d="$1" '$3 == d { print $4 + $8 }' /proc/diskstats
+    }
     n=0
     while [ $(ls /sys/block | grep -cE '^(sd|vd)') -lt ${variants.length} ] && [ $n -lt 150 ]; do
       sleep 0.2; n=$((n + 1))
@@ -279,6 +296,7 @@ if (import.meta.main) {
       runtime: { type: "string", default: "5" },
       mib: { type: "string", default: "256" },
       "host-only": { type: "boolean", default: false },
+      "guest-only": { type: "boolean", default: false },
       jobs: { type: "string", default: JOBS.map((j) => j.name).join(",") },
       alt: { type: "string", default: "--io io-uring" },
     },
@@ -289,11 +307,13 @@ if (import.meta.main) {
   const mib = Number(values.mib);
   const dir = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "bench-scsi-" });
   const image = await filledImage(dir, mib);
-  const hostRows = await hostIoPaths(image, 20000);
-  console.log("\nHost side: 4 KiB random reads of the tmpfs image (20000 per row):\n");
-  console.log("| path | depth | µs per read | reads/s |");
-  console.log("| --- | --- | --- | --- |");
-  for (const row of hostRows) console.log(row);
+  if (!values["guest-only"]) {
+    const hostRows = await hostIoPaths(image, 20000);
+    console.log("\nHost side: 4 KiB random reads of the tmpfs image (20000 per row):\n");
+    console.log("| path | depth | µs per read | reads/s |");
+    console.log("| --- | --- | --- | --- |");
+    for (const row of hostRows) console.log(row);
+  }
   if (values["host-only"]) {
     await Deno.remove(dir, { recursive: true });
     Deno.exit(0);
@@ -314,9 +334,7 @@ if (import.meta.main) {
   for (let i = 0; i < 200 && !(await exists(qsdSocket)); i++) {
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  // One guest sees every variant (same image file, jobs never overlap);
-  // each disk is found by the PCI slot of its controller.
-  const slot = (pci: string) => `readlink $d | grep -q 0000:00:${pci}/`;
+  // One guest sees every variant (same image file, jobs never overlap).
   const variants: Variant[] = [
     {
       name: "ours (default: --io auto)",
@@ -326,7 +344,7 @@ if (import.meta.main) {
         "-device",
         "vhost-user-scsi-pci,chardev=c0,num_queues=1,addr=0x10",
       ],
-      match: slot("10.0"),
+      pci: "10.0",
     },
     {
       name: `ours (${altArgs.join(" ")})`,
@@ -336,7 +354,7 @@ if (import.meta.main) {
         "-device",
         "vhost-user-scsi-pci,chardev=c1,num_queues=1,addr=0x11",
       ],
-      match: slot("11.0"),
+      pci: "11.0",
     },
     {
       name: "QEMU virtio-scsi + scsi-hd",
@@ -348,7 +366,7 @@ if (import.meta.main) {
         "-device",
         "scsi-hd,drive=d0,bus=vs0.0",
       ],
-      match: slot("12.0"),
+      pci: "12.0",
     },
     {
       name: "qemu-storage-daemon vhost-user-blk",
@@ -358,11 +376,11 @@ if (import.meta.main) {
         "-device",
         "vhost-user-blk-pci,chardev=c3,num-queues=1,addr=0x13",
       ],
-      match: slot("13.0"),
+      pci: "13.0",
     },
   ];
-  const results: { bw: number[]; iops: number[] }[][] = variants.map(() =>
-    jobs.map(() => ({ bw: [], iops: [] }))
+  const results: { bw: number[]; iops: number[]; irqsPerIo: number[] }[][] = variants.map(
+    () => jobs.map(() => ({ bw: [], iops: [], irqsPerIo: [] })),
   );
   try {
     const result = await bootGuest({
@@ -376,13 +394,14 @@ if (import.meta.main) {
     assertGuestSucceeded(result);
     console.error(JSON.stringify(result.results));
     for (const line of result.console.split("\n")) {
-      const m = /^@@VALUE (\d+) (\S+) (\S+) (\S+)/.exec(line.trim());
+      const m = /^@@VALUE (\d+) (\S+) (\S+) (\S+) (\d+) (\d+)/.exec(line.trim());
       if (!m) continue;
       // A job killed by its timeout reports nothing: leave it out.
       if (Number(m[4]) === 0) continue;
       const entry = results[Number(m[1])][jobs.findIndex((j) => j.name === m[2])];
       entry.bw.push(Number(m[3]) * 1024);
       entry.iops.push(Number(m[4]));
+      if (Number(m[6]) > 0) entry.irqsPerIo.push(Number(m[5]) / Number(m[6]));
     }
     const names = variants.map((v) => v.name);
     const builtin = 2;
@@ -402,6 +421,16 @@ if (import.meta.main) {
       const cells = variants.map((_, v) =>
         `${value(v).toFixed(0)} (${(value(v) / base).toFixed(2)}x)`
       );
+      console.log(`| ${job.name} | ${cells.join(" | ")} |`);
+    });
+    console.log(
+      "\nGuest interrupts per I/O (every MSI-X vector of the disk's controller, " +
+        "/proc/interrupts over /proc/diskstats, whole fio run), median of the rounds:\n",
+    );
+    console.log(`| job | ${names.join(" | ")} |`);
+    console.log(`| --- | ${names.map(() => "---").join(" | ")} |`);
+    jobs.forEach((job, j) => {
+      const cells = variants.map((_, v) => median(results[v][j].irqsPerIo).toFixed(3));
       console.log(`| ${job.name} | ${cells.join(" | ")} |`);
     });
   } finally {

@@ -16,7 +16,7 @@ import {
 } from "../../core/cli.ts";
 import type { ListenAddress } from "../../core/daemon.ts";
 import { isLevel, type Level } from "../../core/log.ts";
-import { MAX_REQUEST_QUEUES } from "./device.ts";
+import { MAX_COALESCE_MICROS, MAX_REQUEST_QUEUES } from "./device.ts";
 
 /** Most images (LUNs), as upstream ("More than 256 LUNs aren't currently supported"). */
 export const MAX_LUNS = 256;
@@ -31,6 +31,16 @@ export const MAX_LUNS = 256;
  * polling stops when the CPU is contended.
  */
 export const SCSI_POLL_MICROS = 1000;
+
+/**
+ * The default `--coalesce-us`: completion interrupts held while the guest
+ * keeps submitting, until it has been quiet this long. Measured with
+ * `bench:scsi` (fio 4k random reads in a TCG guest, same run, medians of 5):
+ * at depth 32 16627 against 7613 IOPS without (guest interrupts per I/O
+ * 0.061 against 0.716; qemu-storage-daemon 9546 IOPS and 0.548); at depth 1
+ * 3341 against 3200 (a guest that waits for each request is not held).
+ */
+export const SCSI_COALESCE_MICROS = 100;
 
 /** The I/O engines `--io` selects. */
 export type IoEngine = "auto" | "io-uring" | "sync";
@@ -92,6 +102,14 @@ export const SCSI_COMMAND: CommandSpec = {
       help:
         "How the image files are read and written: auto (inline where nothing waits on a disk: images on tmpfs/ramfs, cached reads; io_uring for the rest), io-uring (everything), or sync (everything in the event loop)",
     },
+    {
+      long: "coalesce-us",
+      kind: "value",
+      valueName: "MICROS",
+      defaultValue: String(SCSI_COALESCE_MICROS),
+      help:
+        `Completion coalescing: while the guest keeps submitting, hold the completion interrupt until it has been quiet this long (at most ${MAX_COALESCE_MICROS} µs in all; a guest waiting on each request is not held); 0 notifies at once`,
+    },
     // A longer poll cap than the other daemons': see SCSI_POLL_MICROS.
     ...LOOP_OPTIONS.map((option) =>
       option.long === "poll-us" ? { ...option, defaultValue: String(SCSI_POLL_MICROS) } : option
@@ -120,6 +138,8 @@ export interface ScsiConfig {
   readonly logLevel: Level | undefined;
   /** `--poll-us`. */
   readonly pollMicros: number;
+  /** `--coalesce-us`. */
+  readonly coalesceMicros: number;
 }
 
 /** Parses options into a config. Throws {@link UsageError} naming the problem. */
@@ -146,6 +166,13 @@ export function scsiConfig(parsed: ParsedOptions): ScsiConfig {
   if (io !== "auto" && io !== "io-uring" && io !== "sync") {
     throw new UsageError(`invalid value '${io}' for --io: must be auto, io-uring or sync`);
   }
+  const coalesce = String(parsed["coalesce-us"]);
+  const coalesceMicros = /^[0-9]+$/.test(coalesce) ? Number(coalesce) : NaN;
+  if (!(coalesceMicros <= MAX_COALESCE_MICROS)) {
+    throw new UsageError(
+      `invalid value '${coalesce}' for --coalesce-us: must be 0..=${MAX_COALESCE_MICROS}`,
+    );
+  }
   const level = parsed["log-level"];
   if (typeof level === "string" && !isLevel(level)) {
     throw new UsageError(`invalid value '${level}' for --log-level`);
@@ -160,5 +187,6 @@ export function scsiConfig(parsed: ParsedOptions): ScsiConfig {
     io,
     logLevel: typeof level === "string" ? level.toLowerCase() as Level : undefined,
     pollMicros: pollMicros(parsed),
+    coalesceMicros,
   };
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parseCommandLine, renderHelp, UsageError } from "../../core/cli.ts";
-import { SCSI_COMMAND, SCSI_POLL_MICROS, scsiConfig } from "./config.ts";
+import { SCSI_COALESCE_MICROS, SCSI_COMMAND, SCSI_POLL_MICROS, scsiConfig } from "./config.ts";
 
 function parse(args: string[]) {
   const parsed = parseCommandLine(args, SCSI_COMMAND);
@@ -34,6 +34,8 @@ Deno.test("scsi config: upstream's flags and positional images", () => {
   assert.equal(other.io, "sync");
   assert.equal(other.requestQueues, 4);
   assert.equal(parse(["--poll-us", "0", "-s", "/tmp/s", "x"]).pollMicros, 0);
+  assert.equal(config.coalesceMicros, SCSI_COALESCE_MICROS);
+  assert.equal(parse(["--coalesce-us", "50", "-s", "/tmp/s", "x"]).coalesceMicros, 50);
   assert.equal(parseCommandLine(["--print-capabilities"], SCSI_COMMAND), "capabilities");
   assert.match(renderHelp(SCSI_COMMAND), /\[IMAGES\]\.\.\./);
 });
@@ -45,6 +47,8 @@ Deno.test("scsi config: one-line usage errors", () => {
     [["-s", "/tmp/s", "--block-size", "1024", "a"], /--block-size: must be 512 or 4096/],
     [["-s", "/tmp/s", "--num-queues", "0", "a"], /--num-queues/],
     [["-s", "/tmp/s", "--io", "aio", "a"], /--io/],
+    [["-s", "/tmp/s", "--coalesce-us", "1001", "a"], /--coalesce-us: must be 0\.\.=1000/],
+    [["-s", "/tmp/s", "--coalesce-us", "-1", "a"], /--coalesce-us/],
     [["-s", "/tmp/s", "--log-level", "loud", "a"], /--log-level/],
     [["-s", "/tmp/s", ...new Array(257).fill("a")], /at most 256/],
   ];

@@ -57,6 +57,10 @@ export const MAX_QUEUE_SIZE = 1024;
 export const MAX_REQUEST_QUEUES = 16;
 /** Requests started per pass over one queue before the loop serves other fds. */
 export const BUDGET = 256;
+/** Longest a used-buffer notification is held while the driver keeps submitting, in µs. */
+export const MAX_COALESCE_MICROS = 1000;
+/** Most notifications sent at once after holds that caught no further request (see `#skip`). */
+export const MAX_COALESCE_BACKOFF = 256;
 
 /** Options of {@link ScsiDevice}. */
 export interface ScsiDeviceOptions {
@@ -66,6 +70,25 @@ export interface ScsiDeviceOptions {
   readonly io: BlockIo;
   /** Request queues offered (default {@link MAX_REQUEST_QUEUES}). */
   readonly requestQueues?: number;
+  /**
+   * Completion coalescing (`--coalesce-us`): while the driver keeps
+   * submitting, hold used-buffer notifications until it has been quiet this
+   * many µs (at most {@link MAX_COALESCE_MICROS} in all). 0 (the default):
+   * notify after every serve pass.
+   */
+  readonly coalesceMicros?: number;
+}
+
+/** A used-buffer notification being held (completion coalescing). */
+interface Hold {
+  /** When the hold began (`performance.now()`). */
+  readonly since: number;
+  /** When the last request arrived during the hold, or the hold began. */
+  quietSince: number;
+  /** Requests started when that was seen (`ScsiDevice#started`). */
+  started: number;
+  /** Whether any request arrived during the hold. */
+  caught: boolean;
 }
 
 /** A request whose command has not completed. */
@@ -115,6 +138,14 @@ export class ScsiDevice implements VirtioDevice {
   readonly #dirty = new Set<SplitQueue>();
   #notifyScheduled = false;
   readonly #deferred = new Set<number>();
+  readonly #coalesceMs: number;
+  /** Requests started on the request queues, ever: new arrivals during a hold. */
+  #started = 0;
+  #hold: Hold | null = null;
+  /** Notifications still to send at once, after a hold that caught nothing (backing off). */
+  #skip = 0;
+  /** The next back-off: doubles while holds catch nothing, up to {@link MAX_COALESCE_BACKOFF}. */
+  #backoff = 1;
   /**
    * Per queue, bumped when the ring stops: a request completes into the
    * ring it was taken from, even while that ring is disabled or rebuilt
@@ -137,6 +168,7 @@ export class ScsiDevice implements VirtioDevice {
     this.#target = options.target;
     this.#io = options.io;
     this.#config = configSpace({ numQueues: requestQueues, queueSize: 128 });
+    this.#coalesceMs = (options.coalesceMicros ?? 0) / 1000;
   }
 
   activate(context: DeviceContext): void {
@@ -176,9 +208,9 @@ export class ScsiDevice implements VirtioDevice {
    * migrated guest loses no completed write, and retries nothing twice.
    */
   quiesce(queue: number): void {
-    if (![...this.#inFlight].some((r) => r.queue.index === queue)) return;
-    this.#io.drain();
-    this.#notifyDirty();
+    if ([...this.#inFlight].some((r) => r.queue.index === queue)) this.#io.drain();
+    // Held notifications too: the front-end reads the used index next.
+    this.#flush();
   }
 
   queueStopped(queue: number): void {
@@ -193,6 +225,7 @@ export class ScsiDevice implements VirtioDevice {
     this.#rings.length = 0;
     this.#pendingTmfs = [];
     this.#dirty.clear();
+    this.#hold = null;
   }
 
   #serveRequests(index: number): void {
@@ -221,6 +254,7 @@ export class ScsiDevice implements VirtioDevice {
         if (chain === null) break;
         this.#start(queue, chain, context.log);
         served++;
+        this.#started++;
       }
       // While the loop polls, enableNotification leaves kicks off and the
       // core looks at the ring instead (core/backend.ts, "rings polled in memory").
@@ -314,9 +348,69 @@ export class ScsiDevice implements VirtioDevice {
     this.#context.loop.defer(() => this.#notifyDirty());
   }
 
-  /** One used-buffer notification per queue that completed requests (§2.7.7). */
+  /**
+   * One used-buffer notification per queue that completed requests
+   * (§2.7.7), at once or, with coalescing, held while the driver keeps
+   * submitting: §2.7.10 lets the device suppress notifications as long as
+   * it sends one eventually. A TCG guest's single vCPU pays for each
+   * interrupt, and at depth 32 it submits a burst of requests before it
+   * waits; a hold ends once no request came for the coalescing time, so the
+   * burst's completions arrive in one interrupt. A driver that waits for
+   * each completion (depth 1) would only be slowed by holds: one that
+   * caught no further request sends the next notifications at once,
+   * 1, 2, 4… up to {@link MAX_COALESCE_BACKOFF} of them, before it tries again.
+   */
   #notifyDirty(): void {
     this.#notifyScheduled = false;
+    if (this.#coalesceMs === 0 || this.#controlDirty()) {
+      this.#flush();
+      return;
+    }
+    if (this.#hold !== null || this.#dirty.size === 0) return;
+    if (this.#skip > 0) {
+      this.#skip--;
+      this.#flush();
+      return;
+    }
+    const now = performance.now();
+    this.#hold = { since: now, quietSince: now, started: this.#started, caught: false };
+    this.#context?.loop.defer(this.#checkHold);
+  }
+
+  /** Runs once per loop pass during a hold: ends it when the driver went quiet. */
+  readonly #checkHold = (): void => {
+    const hold = this.#hold;
+    if (hold === null) return;
+    const now = performance.now();
+    if (this.#started !== hold.started) {
+      hold.started = this.#started;
+      hold.quietSince = now;
+      hold.caught = true;
+    }
+    if (
+      this.#context !== null && now - hold.quietSince < this.#coalesceMs &&
+      now - hold.since < MAX_COALESCE_MICROS / 1000
+    ) {
+      this.#context.loop.defer(this.#checkHold);
+      return;
+    }
+    if (hold.caught) this.#backoff = 1;
+    else {
+      this.#skip = this.#backoff;
+      this.#backoff = Math.min(this.#backoff * 2, MAX_COALESCE_BACKOFF);
+    }
+    this.#flush();
+  };
+
+  /** Control queue answers (task management) are never held. */
+  #controlDirty(): boolean {
+    for (const queue of this.#dirty) if (queue.index === CONTROLQ) return true;
+    return false;
+  }
+
+  /** Sends the notifications due (held or not) now. */
+  #flush(): void {
+    this.#hold = null;
     const context = this.#context;
     for (const queue of this.#dirty) {
       if (context && this.#rings[queue.index] === queue) queue.notify();

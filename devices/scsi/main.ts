@@ -67,7 +67,13 @@ if (import.meta.main) {
       const daemon = new Daemon({
         log,
         pollMicros: config.pollMicros,
-        createDevice: () => new ScsiDevice({ target, io, requestQueues: config.requestQueues }),
+        createDevice: () =>
+          new ScsiDevice({
+            target,
+            io,
+            requestQueues: config.requestQueues,
+            coalesceMicros: config.coalesceMicros,
+          }),
       });
       const io = ioEngine(config.io, images.map((i) => i.fd), { loop: daemon.loop, log });
       if (config.io === "auto") {
