@@ -15,6 +15,8 @@
  *
  * Run: deno task bench:vsock-host [--runs 3] [--mib 64] [--connects 2000]
  *      [--sizes 64,4096,65536] (write sizes; --connects 0 skips set-up)
+ *      [--directions g2h,h2g] (which directions to measure; e.g. h2g alone
+ *      for a profile)
  *      [--poll-us N] (the daemon's poll cap; default: the daemon's default)
  *      [--baseline PATH] (another checkout's devices/vsock/main.ts: a second
  *      daemon through the same cases in the same runs, for before/after)
@@ -323,6 +325,7 @@ if (import.meta.main) {
       mib: { type: "string", default: "64" },
       connects: { type: "string", default: "2000" },
       sizes: { type: "string", default: "64,4096,65536" },
+      directions: { type: "string", default: "g2h,h2g" },
       "poll-us": { type: "string" },
       baseline: { type: "string" },
       "daemon-args": { type: "string", default: "" },
@@ -332,6 +335,12 @@ if (import.meta.main) {
   const runs = Number(values.runs);
   const connectCount = Number(values.connects);
   const sizes = values.sizes.split(",").map(Number);
+  const directions = new Set(values.directions.split(","));
+  for (const direction of directions) {
+    if (direction !== "g2h" && direction !== "h2g") {
+      throw new Error(`--directions: "${direction}" is neither g2h nor h2g`);
+    }
+  }
   const dir = Deno.makeTempDirSync({ prefix: "vsock-host-bench-" });
   const peer = await buildPeer(dir);
   const pollArgs = values["poll-us"] === undefined ? [] : ["--poll-us", values["poll-us"]];
@@ -383,18 +392,22 @@ if (import.meta.main) {
       for (const c of cases) {
         const floor = await floorStream(peer, dir, c);
         const gib = c.bytes / (1 << 30);
-        row(`guest → host, ${c.chunk} B writes`).floor.push(floor);
-        row(`host → guest, ${c.chunk} B writes`).floor.push(floor);
+        if (directions.has("g2h")) row(`guest → host, ${c.chunk} B writes`).floor.push(floor);
+        if (directions.has("h2g")) row(`host → guest, ${c.chunk} B writes`).floor.push(floor);
         // Alternate which daemon goes first, so neither always gets the warmer machine.
         const order = run % 2 === 0 ? daemons : [...daemons].reverse();
         for (const d of order) {
           const guest = await BenchGuest.attach(d.socket);
           try {
             const context = { peer, uds: d.uds, daemon: d.daemon, guest };
-            const g2h = await guestToHost({ ...context, localPort: localPort++ }, c);
-            const h2g = await hostToGuest(context, c);
-            record(of(row(`guest → host, ${c.chunk} B writes`), d.name), g2h, gib);
-            record(of(row(`host → guest, ${c.chunk} B writes`), d.name), h2g, gib);
+            if (directions.has("g2h")) {
+              const g2h = await guestToHost({ ...context, localPort: localPort++ }, c);
+              record(of(row(`guest → host, ${c.chunk} B writes`), d.name), g2h, gib);
+            }
+            if (directions.has("h2g")) {
+              const h2g = await hostToGuest(context, c);
+              record(of(row(`host → guest, ${c.chunk} B writes`), d.name), h2g, gib);
+            }
           } finally {
             guest.close();
           }

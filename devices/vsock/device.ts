@@ -82,8 +82,13 @@ export const FIRST_LOCAL_PORT = 1024;
 export const TX_BUDGET = 256;
 /** Most rx chains one host read fills (64 of Linux's 4 KiB buffers). */
 export const RX_BATCH_CHAINS = 64;
-/** Most bytes one host read takes for one connection, so connections take turns. */
-export const RX_BATCH_BYTES = 256 * 1024;
+/**
+ * Most bytes one host read takes for one connection, so connections take
+ * turns. Each batch is published and notified at once: the guest consumes
+ * it, and returns credit, while the next is read (host→guest throughput
+ * rose from 0.35x to 0.47x of the AF_UNIX floor against 256 KiB batches).
+ */
+export const RX_BATCH_BYTES = 64 * 1024;
 
 /** Options of {@link VsockDevice}. */
 export interface VsockDeviceOptions {
@@ -978,7 +983,8 @@ export class VsockDevice implements VirtioDevice {
       } else {
         const readable = conn!.stream!.readable();
         if (readable !== null && readable > 0) {
-          used += this.#sendDataBatch(queue, { first: chain, conn: conn!, readable });
+          this.#sendDataBatch(queue, { first: chain, conn: conn!, readable });
+          queue.notify();
           continue;
         }
         length = this.#sendData(chain, conn!);
@@ -992,14 +998,14 @@ export class VsockDevice implements VirtioDevice {
   /**
    * Host bytes for `conn` into as many rx chains as the stream holds bytes
    * for (and the guest has credit for), with one `readv` across them all;
-   * a header per chain. Returns the chains used (all added to the used ring).
+   * a header per chain. All of them are added to the used ring.
    * At 64 KiB host writes and Linux's 4 KiB rx buffers this is one system
    * call where a buffer at a time took sixteen.
    */
   #sendDataBatch(
     queue: SplitQueue,
     batch: { first: DescriptorChain; conn: Connection; readable: number },
-  ): number {
+  ): void {
     const { first, conn, readable } = batch;
     const budget = Math.min(conn.peerCredit, readable, RX_BATCH_BYTES);
     const chains = this.#rxChains;
@@ -1039,7 +1045,7 @@ export class VsockDevice implements VirtioDevice {
       );
       // The other buffers carry nothing: a used length shorter than a header is dropped by the driver.
       for (let i = 1; i < chains.length; i++) queue.addUsed(chains[i].head, 0);
-      return chains.length;
+      return;
     }
     let left = count;
     for (let i = 0; i < chains.length; i++) {
@@ -1059,7 +1065,6 @@ export class VsockDevice implements VirtioDevice {
       this.#rxReady.delete(conn);
       this.#setEvents(conn);
     }
-    return chains.length;
   }
 
   #shortRx(chain: DescriptorChain): void {
