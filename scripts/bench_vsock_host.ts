@@ -30,6 +30,7 @@ import { DaemonProcess } from "../tests/integration/daemon_process.ts";
 import { cpuSeconds } from "./bench/cpu.ts";
 import { BenchGuest, GUEST_BUF_ALLOC, GuestStream } from "./bench/vsock_guest.ts";
 import {
+  VIRTIO_VSOCK_OP_CREDIT_REQUEST,
   VIRTIO_VSOCK_OP_CREDIT_UPDATE,
   VIRTIO_VSOCK_OP_REQUEST,
   VIRTIO_VSOCK_OP_RESPONSE,
@@ -214,6 +215,8 @@ async function hostToGuest(
       }
       if (!stream || header.srcPort !== stream.peerPort) continue;
       stream.update(header);
+      // Linux answers a credit request at once (virtio_transport_recv_connected).
+      if (header.op === VIRTIO_VSOCK_OP_CREDIT_REQUEST) credit = true;
       if (header.op === VIRTIO_VSOCK_OP_RW) {
         if (got === 0) start = performance.now();
         got += length;

@@ -308,7 +308,10 @@ export class VsockDevice implements VirtioDevice {
     }
     for (const conn of this.#forwardedTo) this.#maybeCreditUpdate(conn);
     this.#forwardedTo.clear();
+    // rx first: credit the guest just returned becomes data on rx before the
+    // used tx buffers' notification, so one wake-up of the guest finds both.
     this.#processRx();
+    queue.notify();
   }
 
   #drainTx(queue: SplitQueue): void {
@@ -338,11 +341,10 @@ export class VsockDevice implements VirtioDevice {
         queue.addUsed(chain.head, 0);
         served++;
       }
-      // The chains go back to the guest at notify(): their payload is written before.
+      // The chains go back to the guest at notify() (#processTx): their payload is written before.
       this.#flushPending();
       more = queue.enableNotification();
     } while (more);
-    queue.notify();
   }
 
   #handleTxChain(chain: DescriptorChain): void {
