@@ -234,6 +234,9 @@ export class EventLoop {
           if (deferred) {
             polled = this.#runPollers();
             ready = this.#epoll.wait(0);
+            // Only deferred work (a device waiting out a hold, or the rest of a
+            // budget): a runnable thread on this CPU, perhaps the guest's, goes first.
+            if (ready === 0 && !polled) yieldCpu();
           } else {
             const window = this.#window.micros;
             this.#polledWork = false;

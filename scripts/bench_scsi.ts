@@ -17,6 +17,8 @@
  * Run: deno task bench:scsi [--runs 3] [--runtime 5] [--mib 256] [--host-only] [--guest-only]
  * [--jobs randread-4k-qd32,...] (a subset of {@link JOBS}, by name)
  * [--alt="--io io-uring"] (the second configuration of ours: daemon flags)
+ * [--alt-main PATH] (another checkout's devices/scsi/main.ts for that second
+ * configuration, with `--alt=""` for its defaults: a same-run before/after)
  *
  * @module
  */
@@ -299,6 +301,7 @@ if (import.meta.main) {
       "guest-only": { type: "boolean", default: false },
       jobs: { type: "string", default: JOBS.map((j) => j.name).join(",") },
       alt: { type: "string", default: "--io io-uring" },
+      "alt-main": { type: "string" },
     },
   });
   const jobs = selectJobs(values.jobs);
@@ -320,7 +323,7 @@ if (import.meta.main) {
   }
   const auto = await startScsiDaemon([image]);
   const altArgs = values.alt.split(" ").filter((a) => a !== "");
-  const uring = await startScsiDaemon([...altArgs, image]);
+  const uring = await startScsiDaemon([...altArgs, image], { main: values["alt-main"] });
   const qsdSocket = `${dir}/qsd.sock`;
   const qsd = new Deno.Command("qemu-storage-daemon", {
     args: [
@@ -347,7 +350,7 @@ if (import.meta.main) {
       pci: "10.0",
     },
     {
-      name: `ours (${altArgs.join(" ")})`,
+      name: values["alt-main"] ? `baseline (${altArgs.join(" ")})` : `ours (${altArgs.join(" ")})`,
       qemuArgs: [
         "-chardev",
         `socket,id=c1,path=${uring.socket}`,

@@ -32,11 +32,16 @@ export type ScsiDaemonProcess = DaemonProcess & {
 /**
  * Starts `deno run -A devices/scsi/main.ts -s <tmp>/scsi.sock <args>` at log
  * level info (`args` ends with the images) and waits until it listens.
+ * `main` runs another checkout's `devices/scsi/main.ts` instead (a benchmark's
+ * before/after).
  */
-export async function startScsiDaemon(args: readonly string[]): Promise<ScsiDaemonProcess> {
+export async function startScsiDaemon(
+  args: readonly string[],
+  options: { main?: string } = {},
+): Promise<ScsiDaemonProcess> {
   const dir = await Deno.makeTempDir({ prefix: "scsi-" });
   const socket = `${dir}/scsi.sock`;
-  const daemon = await DaemonProcess.start(MAIN, {
+  const daemon = await DaemonProcess.start(options.main ?? MAIN, {
     args: ["-s", socket, "--log-level", "info", ...args],
     tempDir: dir,
   });
