@@ -310,8 +310,11 @@ export class VsockDevice implements VirtioDevice {
     this.#forwardedTo.clear();
     // rx first: credit the guest just returned becomes data on rx before the
     // used tx buffers' notification, so one wake-up of the guest finds both.
-    this.#processRx();
-    queue.notify();
+    try {
+      this.#processRx();
+    } finally {
+      queue.notify();
+    }
   }
 
   #drainTx(queue: SplitQueue): void {
