@@ -1,5 +1,5 @@
 // A guest that reboots inside the same QEMU keeps every device: rng, vsock,
-// scsi, sound and i2c are served before the reboot and again after it, by
+// scsi, sound, i2c and gpio are served before the reboot and again after it, by
 // the same daemons over the same connections. QEMU stops the rings on the
 // reset (GET_VRING_BASE) and starts them again (SET_FEATURES, the rings
 // anew) once the guest's drivers set the devices up; a back-end that keeps
@@ -13,6 +13,7 @@
 // (QEMU, the guest kit).
 // Run: deno test --allow-all tests/e2e/reboot_test.ts
 import assert from "node:assert/strict";
+import { SimControl, startGpioDaemon } from "../../devices/gpio/testing.ts";
 import { startI2cDaemon } from "../../devices/i2c/testing.ts";
 import { startRngDaemon } from "../../devices/rng/testing.ts";
 import { startScsiDaemon } from "../../devices/scsi/testing.ts";
@@ -55,6 +56,8 @@ const SCRIPT = `
     case "$(cat "$d/name")" in i2c_virtio*) bus=\${d##*/i2c-} ;; esac
   done
   i2cset -y $bus 0x20 0x10 0x\${boot}5 && echo "@@RESULT boot\${boot}_i2c $(i2cget -y $bus 0x20 0x10)"
+  chip=$(gpiodetect | awk '/\\(8 lines\\)/ { print $1; exit }')
+  echo "@@RESULT boot\${boot}_gpio $(gpioget --numeric -c $chip 2 3)"
   if [ $boot = 1 ]; then
     printf ${MARKER} | dd of=$disk conv=notrunc oflag=direct 2>/dev/null
     sync
@@ -64,7 +67,7 @@ const SCRIPT = `
   fi
 `;
 
-Deno.test("reboot e2e: rng, vsock, scsi, sound and i2c serve again after the guest reboots inside QEMU", async () => {
+Deno.test("reboot e2e: rng, vsock, scsi, sound, i2c and gpio serve again after the guest reboots inside QEMU", async () => {
   const dir = await Deno.makeTempDir({ prefix: "reboot-e2e-" });
   const image = `${dir}/disk.img`;
   await Deno.writeFile(image, new Uint8Array(0));
@@ -75,6 +78,9 @@ Deno.test("reboot e2e: rng, vsock, scsi, sound and i2c serve again after the gue
   await using i2c = await startI2cDaemon(["--simulated-device", "regs@0x20"], {
     logLevel: "info",
   });
+  await using gpio = await startGpioDaemon("s8");
+  await using control = await SimControl.connect(gpio.controlPath);
+  await control.set(0, 2, 1);
   const vhostVsock = `${dir}/vsock.sock`;
   const uds = `${dir}/vm.vsock`;
   await using vsock = await DaemonProcess.start(VSOCK_MAIN, {
@@ -102,6 +108,7 @@ Deno.test("reboot e2e: rng, vsock, scsi, sound and i2c serve again after the gue
         "virtio_snd",
         "i2c_virtio",
         "i2c_dev",
+        "gpio-virtio",
       ],
       tools: [
         "socat",
@@ -111,6 +118,8 @@ Deno.test("reboot e2e: rng, vsock, scsi, sound and i2c serve again after the gue
         "/usr/bin/cmp",
         "i2cset",
         "i2cget",
+        "gpiodetect",
+        "gpioget",
       ],
       memoryMiB: 512,
       timeoutMs: 300_000,
@@ -127,6 +136,8 @@ Deno.test("reboot e2e: rng, vsock, scsi, sound and i2c serve again after the gue
         ...["-device", "vhost-user-snd-pci,chardev=snd"],
         ...["-chardev", `socket,id=i2c,path=${i2c.socketPrefix}0`],
         ...["-device", "vhost-user-i2c-pci,chardev=i2c"],
+        ...["-chardev", `socket,id=gpio,path=${gpio.socketPrefix}0`],
+        ...["-device", "vhost-user-gpio-pci,chardev=gpio"],
       ],
       script: SCRIPT,
     });
@@ -140,6 +151,7 @@ Deno.test("reboot e2e: rng, vsock, scsi, sound and i2c serve again after the gue
       expect(result, `boot${boot}_scsi`, "0");
       expect(result, `boot${boot}_sound`, "0");
       expect(result, `boot${boot}_i2c`, `0x${boot}5`);
+      expect(result, `boot${boot}_gpio`, "1 0");
     }
     assert.deepEqual(await received, ["boot1", "boot2"]);
     // One connection carried both boots (it closed once, when QEMU exited): the
@@ -147,7 +159,7 @@ Deno.test("reboot e2e: rng, vsock, scsi, sound and i2c serve again after the gue
     assert.equal(scsi.log.match(/front-end connection closed/g)?.length ?? 0, 1, scsi.log);
     assert.ok((scsi.log.match(/GET_VRING_BASE/g)?.length ?? 0) > 0, scsi.log);
     assert.doesNotMatch(scsi.log, /RESET_DEVICE/);
-    for (const daemon of [rng, scsi, sound, vsock, i2c]) {
+    for (const daemon of [rng, scsi, sound, vsock, i2c, gpio]) {
       assert.ok(daemon.running, `a daemon exited:\n${daemon.log}`);
     }
   } finally {
