@@ -48,16 +48,9 @@ export async function startI2cDaemon(
   const daemon = await DaemonProcess.start(MAIN, {
     args: ["-s", socketPrefix, "--log-level", options.logLevel ?? "debug", ...args],
     tempDir: dir,
+    listening: options.socketCount ?? 1,
+    startTimeoutMs: options.timeoutMs,
   });
-  try {
-    await daemon.waitForLog("listening on", {
-      count: options.socketCount ?? 1,
-      timeoutMs: options.timeoutMs,
-    });
-  } catch (error) {
-    await daemon.stop();
-    throw error;
-  }
   return Object.assign(daemon, { socketPrefix });
 }
 

@@ -30,12 +30,7 @@ export async function startRngDaemon(
   const daemon = await DaemonProcess.start(options.main ?? MAIN, {
     args: ["-s", socketPrefix, "--log-level", "info", ...args],
     tempDir: dir,
+    listening: options.socketCount ?? 1,
   });
-  try {
-    await daemon.waitForLog("listening on", { count: options.socketCount ?? 1 });
-  } catch (error) {
-    await daemon.stop();
-    throw error;
-  }
   return Object.assign(daemon, { socketPrefix });
 }

@@ -39,13 +39,8 @@ export async function startScmiDaemon(
       ...args.map((a) => a.replaceAll("{dir}", dir)),
     ],
     tempDir: dir,
+    listening: 1,
   });
-  try {
-    await daemon.waitForLog("listening on");
-  } catch (error) {
-    await daemon.stop();
-    throw error;
-  }
   return Object.assign(daemon, { socket, dir });
 }
 

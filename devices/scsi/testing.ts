@@ -44,13 +44,8 @@ export async function startScsiDaemon(
   const daemon = await DaemonProcess.start(options.main ?? MAIN, {
     args: ["-s", socket, "--log-level", "info", ...args],
     tempDir: dir,
+    listening: 1,
   });
-  try {
-    await daemon.waitForLog("listening on");
-  } catch (error) {
-    await daemon.stop();
-    throw error;
-  }
   return Object.assign(daemon, { socket });
 }
 

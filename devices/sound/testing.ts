@@ -53,13 +53,8 @@ export async function startSoundDaemon(
     ],
     tempDir: dir,
     env: options.env,
+    listening: 1,
   });
-  try {
-    await daemon.waitForLog("listening on");
-  } catch (error) {
-    await daemon.stop();
-    throw error;
-  }
   return Object.assign(daemon, { socket, dir });
 }
 

@@ -20,6 +20,12 @@ export interface DaemonOptions {
   readonly tempDir?: string;
   /** How long the daemon may take to listen, in ms. Default 20 000 (more inside a slow guest). */
   readonly startTimeoutMs?: number;
+  /**
+   * Log lines saying `listening on` to wait for (one per socket) before
+   * `start` returns: the sure sign for a daemon whose socket path may
+   * exist before it listens. Default 0.
+   */
+  readonly listening?: number;
   /** Flags for `deno run` before the entry module (e.g. `--v8-flags=…`), for benchmarks. */
   readonly denoFlags?: readonly string[];
 }
@@ -60,8 +66,9 @@ export class DaemonProcess implements AsyncDisposable {
 
   /**
    * Spawns `deno run --allow-all <entry> <args>` with stderr captured and
-   * waits until every path in `waitFor` exists (the daemon listens). Throws,
-   * with the log, if the daemon exits first or takes over `startTimeoutMs`.
+   * waits until every path in `waitFor` exists and `listening` sockets are
+   * logged as listening. Throws, with the log, if the daemon exits first or
+   * takes over `startTimeoutMs` (it is stopped then).
    */
   static async start(entry: string, options: DaemonOptions): Promise<DaemonProcess> {
     const command = ["run", "--allow-all", ...(options.denoFlags ?? []), entry, ...options.args];
@@ -82,6 +89,17 @@ export class DaemonProcess implements AsyncDisposable {
           throw new Error(`daemon did not listen on ${path}:\n${daemon.log}`);
         }
         await delay(20);
+      }
+    }
+    if (options.listening) {
+      try {
+        await daemon.waitForLog("listening on", {
+          count: options.listening,
+          timeoutMs: Math.max(deadline - Date.now(), 0),
+        });
+      } catch (error) {
+        await daemon.stop();
+        throw error;
       }
     }
     return daemon;
