@@ -191,18 +191,7 @@ async function buildAarch64Kit(): Promise<KitFiles> {
   if (!exists(`${kitDir}/.stamp-all`) || hostTools.some((t) => findOnPath(t) === undefined)) {
     await runScript("build_guest_kit_aarch64.sh");
   }
-  const kernelVersion = (await Deno.readTextFile(`${kitDir}/kernel-version`)).trim();
-  const modulesDir = `${kitDir}/lib/modules/${kernelVersion}`;
-  return {
-    arch: "aarch64",
-    dir: kitDir,
-    kernel: `${kitDir}/vmlinuz`,
-    kernelVersion,
-    modulesDir,
-    extraModulesDir: `${modulesDir}/extra`,
-    busybox: `${kitDir}/busybox`,
-    busyboxList: `${kitDir}/busybox.list`,
-  };
+  return await kitFiles(kitDir, { arch: "aarch64", busyboxList: `${kitDir}/busybox.list` });
 }
 
 async function buildKit(): Promise<GuestKit> {
@@ -225,17 +214,8 @@ async function buildKit(): Promise<GuestKit> {
   if (stamps.some((stamp) => !exists(`${kitDir}/.stamp-${stamp}`))) {
     await runScript("build_guest_kit.sh");
   }
-  const kernelVersion = (await Deno.readTextFile(`${kitDir}/kernel-version`)).trim();
-  const modulesDir = `${kitDir}/lib/modules/${kernelVersion}`;
   return {
-    arch: "x86_64",
-    dir: kitDir,
-    kernel: `${kitDir}/vmlinuz`,
-    kernelVersion,
-    modulesDir,
-    extraModulesDir: `${modulesDir}/extra`,
-    busybox: `${kitDir}/busybox`,
-    busyboxList: null,
+    ...await kitFiles(kitDir, { arch: "x86_64", busyboxList: null }),
     qemu72: {
       path: `${kitDir}/qemu-7.2/usr/bin/qemu-system-x86_64`,
       // Its accelerator modules, not QEMU 10's in the system module directory.
@@ -243,6 +223,25 @@ async function buildKit(): Promise<GuestKit> {
       // Debian's 7.2 does not search SeaBIOS's directory by itself.
       args: ["-L", "/usr/share/seabios", "-L", "/usr/share/qemu"],
     },
+  };
+}
+
+/** The files of the kit built in `kitDir` (both builders lay it out alike). */
+async function kitFiles(
+  kitDir: string,
+  options: { arch: GuestArch; busyboxList: string | null },
+): Promise<KitFiles> {
+  const kernelVersion = (await Deno.readTextFile(`${kitDir}/kernel-version`)).trim();
+  const modulesDir = `${kitDir}/lib/modules/${kernelVersion}`;
+  return {
+    arch: options.arch,
+    dir: kitDir,
+    kernel: `${kitDir}/vmlinuz`,
+    kernelVersion,
+    modulesDir,
+    extraModulesDir: `${modulesDir}/extra`,
+    busybox: `${kitDir}/busybox`,
+    busyboxList: options.busyboxList,
   };
 }
 
