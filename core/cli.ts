@@ -106,6 +106,14 @@ export function pollMicros(parsed: ParsedOptions): number {
   });
 }
 
+/** The value of `--log-level` from {@link LOG_OPTIONS}, if given; a usage error if it names no level. */
+export function logLevelOption(parsed: ParsedOptions): Level | undefined {
+  const level = parsed["log-level"];
+  if (typeof level !== "string") return undefined;
+  if (!isLevel(level)) throw new UsageError(`invalid value '${level}' for --log-level`);
+  return level.toLowerCase() as Level;
+}
+
 /** The options every daemon shares for logging. */
 export const LOG_OPTIONS: readonly OptionSpec[] = [
   {

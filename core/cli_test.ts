@@ -4,6 +4,7 @@ import {
   type CommandSpec,
   listenAddresses,
   loggerFor,
+  logLevelOption,
   parseCommandLine,
   parseInteger,
   renderHelp,
@@ -109,4 +110,14 @@ Deno.test("cli: a leading -- (as deno task passes it) is dropped", () => {
   };
   assert.deepEqual(parseCommandLine(["--", "-s", "/a"], spec), { "socket-path": "/a" });
   assert.equal(parseCommandLine(["--", "--version"], spec), "version");
+});
+
+Deno.test("cli: logLevelOption takes any level in any case, nothing when absent, and refuses the rest", () => {
+  assert.equal(logLevelOption({ "log-level": "DEBUG" }), "debug");
+  assert.equal(logLevelOption({}), undefined);
+  assert.throws(
+    () => logLevelOption({ "log-level": "loud" }),
+    (error: unknown) =>
+      error instanceof UsageError && error.message === "invalid value 'loud' for --log-level",
+  );
 });

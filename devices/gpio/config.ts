@@ -9,6 +9,7 @@ import {
   type CommandSpec,
   listenAddresses,
   LOG_OPTIONS,
+  logLevelOption,
   LOOP_OPTIONS,
   type ParsedOptions,
   pollMicros,
@@ -16,7 +17,7 @@ import {
   UsageError,
 } from "../../core/cli.ts";
 import type { ListenAddress } from "../../core/daemon.ts";
-import { isLevel, type Level } from "../../core/log.ts";
+import type { Level } from "../../core/log.ts";
 import { MAX_SIM_LINES } from "./sim_chip.ts";
 
 /** The option definitions: parser, `--help` and man page. */
@@ -119,15 +120,12 @@ export function gpioConfig(parsed: ParsedOptions): GpioConfig {
   if (typeof control === "string" && !chips.some((chip) => chip.kind === "simulated")) {
     throw new UsageError("--sim-control needs a simulated chip (sN) in --device-list");
   }
-  const level = parsed["log-level"];
-  if (typeof level === "string" && !isLevel(level)) {
-    throw new UsageError(`invalid value '${level}' for --log-level`);
-  }
+  const logLevel = logLevelOption(parsed);
   return {
     addresses,
     chips,
     simControl: typeof control === "string" ? control : null,
-    logLevel: typeof level === "string" ? level.toLowerCase() as Level : undefined,
+    logLevel,
     pollMicros: pollMicros(parsed),
   };
 }

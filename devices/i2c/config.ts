@@ -10,6 +10,7 @@ import {
   type CommandSpec,
   listenAddresses,
   LOG_OPTIONS,
+  logLevelOption,
   LOOP_OPTIONS,
   type ParsedOptions,
   pollMicros,
@@ -17,7 +18,7 @@ import {
   UsageError,
 } from "../../core/cli.ts";
 import type { ListenAddress } from "../../core/daemon.ts";
-import { isLevel, type Level } from "../../core/log.ts";
+import type { Level } from "../../core/log.ts";
 import { SIMULATED_KINDS, type SimulatedKind } from "./simulated.ts";
 
 /** Highest 7-bit address (upstream's check lets 128 through). */
@@ -220,15 +221,12 @@ export function i2cConfig(parsed: ParsedOptions, lookup: AdapterLookup = adapter
     }
     taken.add(address);
   }
-  const level = parsed["log-level"];
-  if (typeof level === "string" && !isLevel(level)) {
-    throw new UsageError(`invalid value '${level}' for --log-level`);
-  }
+  const logLevel = logLevelOption(parsed);
   return {
     addresses,
     adapters,
     simulated,
-    logLevel: typeof level === "string" ? level.toLowerCase() as Level : undefined,
+    logLevel,
     pollMicros: pollMicros(parsed),
   };
 }

@@ -9,6 +9,7 @@ import {
   type CommandSpec,
   listenAddresses,
   LOG_OPTIONS,
+  logLevelOption,
   LOOP_OPTIONS,
   type ParsedOptions,
   parseInteger,
@@ -17,7 +18,7 @@ import {
   UsageError,
 } from "../../core/cli.ts";
 import type { ListenAddress } from "../../core/daemon.ts";
-import { isLevel, type Level } from "../../core/log.ts";
+import type { Level } from "../../core/log.ts";
 
 /** Longest period, as upstream (`Period is too big` beyond it). */
 export const MAX_PERIOD_MS = 65536;
@@ -95,11 +96,7 @@ export function rngConfig(parsed: ParsedOptions): RngConfig {
   }
   const source = String(parsed["rng-source"]);
   if (source === "") throw new UsageError("invalid value '' for --rng-source: empty path");
-  const level = parsed["log-level"];
-  if (typeof level === "string" && !isLevel(level)) {
-    throw new UsageError(`invalid value '${level}' for --log-level`);
-  }
-  const logLevel = typeof level === "string" ? level.toLowerCase() as Level : undefined;
+  const logLevel = logLevelOption(parsed);
   return {
     addresses,
     source,

@@ -10,6 +10,7 @@ import {
   type CommandSpec,
   listenAddresses,
   LOG_OPTIONS,
+  logLevelOption,
   LOOP_OPTIONS,
   type ParsedOptions,
   pollMicros,
@@ -17,7 +18,7 @@ import {
   UsageError,
 } from "../../core/cli.ts";
 import type { ListenAddress } from "../../core/daemon.ts";
-import { isLevel, type Level } from "../../core/log.ts";
+import type { Level } from "../../core/log.ts";
 import { MAX_NAME_LENGTH } from "./sensor.ts";
 
 /** One device kind: its properties and help. */
@@ -193,15 +194,12 @@ export function scmiConfig(parsed: ParsedOptions): ScmiConfig {
   const address = listenAddresses(parsed, { indexed: false })[0];
   const given = parsed.device;
   const devices = (Array.isArray(given) ? given : []).map(parseDeviceSpec);
-  const level = parsed["log-level"];
-  if (typeof level === "string" && !isLevel(level)) {
-    throw new UsageError(`invalid value '${level}' for --log-level`);
-  }
+  const logLevel = logLevelOption(parsed);
   return {
     helpDevices: false,
     address,
     devices,
-    logLevel: typeof level === "string" ? level.toLowerCase() as Level : undefined,
+    logLevel,
     pollMicros: pollMicros(parsed),
   };
 }

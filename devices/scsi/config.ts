@@ -9,13 +9,14 @@ import {
   type CommandSpec,
   listenAddresses,
   LOG_OPTIONS,
+  logLevelOption,
   LOOP_OPTIONS,
   type ParsedOptions,
   pollMicros,
   UsageError,
 } from "../../core/cli.ts";
 import type { ListenAddress } from "../../core/daemon.ts";
-import { isLevel, type Level } from "../../core/log.ts";
+import type { Level } from "../../core/log.ts";
 import { MAX_COALESCE_MICROS, MAX_REQUEST_QUEUES } from "./device.ts";
 
 /** Most images (LUNs), as upstream ("More than 256 LUNs aren't currently supported"). */
@@ -173,10 +174,7 @@ export function scsiConfig(parsed: ParsedOptions): ScsiConfig {
       `invalid value '${coalesce}' for --coalesce-us: must be 0..=${MAX_COALESCE_MICROS}`,
     );
   }
-  const level = parsed["log-level"];
-  if (typeof level === "string" && !isLevel(level)) {
-    throw new UsageError(`invalid value '${level}' for --log-level`);
-  }
+  const logLevel = logLevelOption(parsed);
   return {
     address,
     images,
@@ -185,7 +183,7 @@ export function scsiConfig(parsed: ParsedOptions): ScsiConfig {
     blockSize: Number(blockSize) as 512 | 4096,
     requestQueues,
     io,
-    logLevel: typeof level === "string" ? level.toLowerCase() as Level : undefined,
+    logLevel,
     pollMicros: pollMicros(parsed),
     coalesceMicros,
   };

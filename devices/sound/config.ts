@@ -8,6 +8,7 @@
 import {
   type CommandSpec,
   LOG_OPTIONS,
+  logLevelOption,
   LOOP_OPTIONS,
   type ParsedOptions,
   parseInteger,
@@ -15,7 +16,7 @@ import {
   UsageError,
 } from "../../core/cli.ts";
 import type { ListenAddress } from "../../core/daemon.ts";
-import { isLevel, type Level } from "../../core/log.ts";
+import type { Level } from "../../core/log.ts";
 
 /** The host audio systems. */
 export const BACKENDS = ["null", "alsa", "pipewire", "file"] as const;
@@ -122,17 +123,14 @@ export function soundConfig(parsed: ParsedOptions): SoundConfig {
   }
   const device = String(parsed.device);
   if (device === "") throw new UsageError("invalid value '' for --device");
-  const level = parsed["log-level"];
-  if (typeof level === "string" && !isLevel(level)) {
-    throw new UsageError(`invalid value '${level}' for --log-level`);
-  }
+  const logLevel = logLevelOption(parsed);
   return {
     address,
     backend: backend as BackendName,
     device,
     output,
     input,
-    logLevel: typeof level === "string" ? level.toLowerCase() as Level : undefined,
+    logLevel,
     pollMicros: pollMicros(parsed),
   };
 }
