@@ -85,8 +85,8 @@ export const RX_BATCH_CHAINS = 64;
 /**
  * Most bytes one host read takes for one connection, so connections take
  * turns. Each batch is published and notified at once: the guest consumes
- * it, and returns credit, while the next is read (host→guest throughput
- * rose from 0.35x to 0.47x of the AF_UNIX floor against 256 KiB batches).
+ * it, and returns credit, while the next is read (docs/architecture.md,
+ * "The vsock data path").
  */
 export const RX_BATCH_BYTES = 64 * 1024;
 
