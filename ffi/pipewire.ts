@@ -158,12 +158,7 @@ export function audioFormatPod(format: AudioFormat): Uint8Array<ArrayBuffer> {
     words.push(...format.positions);
     if (format.positions.length % 2 === 1) words.push(0);
   }
-  const out = new Uint8Array(8 + 4 * words.length);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, 4 * words.length, true);
-  view.setUint32(4, SPA_TYPE_Object, true);
-  words.forEach((word, i) => view.setUint32(8 + 4 * i, word >>> 0, true));
-  return out;
+  return objectPod(words);
 }
 
 /**
@@ -174,6 +169,11 @@ export function audioFormatPod(format: AudioFormat): Uint8Array<ArrayBuffer> {
 export function buffersPod(count: number): Uint8Array<ArrayBuffer> {
   const words = [SPA_TYPE_OBJECT_ParamBuffers, SPA_PARAM_Buffers];
   words.push(SPA_PARAM_BUFFERS_buffers, 0, 4, SPA_TYPE_Int, count, 0);
+  return objectPod(words);
+}
+
+/** An object pod: its header (body size, SPA_TYPE_Object), then `words` (type, id, properties). */
+function objectPod(words: readonly number[]): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(8 + 4 * words.length);
   const view = new DataView(out.buffer);
   view.setUint32(0, 4 * words.length, true);
