@@ -63,6 +63,14 @@ class Vring {
   errFd: number | null = null;
   enabled = false;
   queue: SplitQueue | null = null;
+  /** The ring used buffers while it had no call fd: the next one is signalled at once. */
+  callMissed = false;
+
+  /** Signals the call fd, or remembers the call until SET_VRING_CALL brings one. */
+  call(): void {
+    if (this.callFd === null) this.callMissed = true;
+    else signalEventFd(this.callFd);
+  }
 
   /** Closes every descriptor the ring holds. */
   closeFds(): void {
@@ -295,6 +303,12 @@ export class Backend {
         // Swapped while the ring runs when QEMU masks or unmasks the vector.
         if (vring.callFd !== null) close(vring.callFd);
         vring.callFd = message.fd;
+        // A ring started by SET_VRING_KICK may serve (by polling) before its
+        // call fd arrives; QEMU holds a masked vector's interrupt the same way.
+        if (vring.callFd !== null && vring.callMissed) {
+          vring.callMissed = false;
+          signalEventFd(vring.callFd);
+        }
         return;
       }
       case "SET_VRING_ERR": {
@@ -538,9 +552,7 @@ export class Backend {
         nextAvail: vring.base,
         eventIdx,
         indirect: (this.#ackedFeatures & bit(VIRTIO_RING_F_INDIRECT_DESC)) !== 0n,
-        notify: () => {
-          if (vring.callFd !== null) signalEventFd(vring.callFd);
-        },
+        notify: () => vring.call(),
         fail: () => {
           if (vring.errFd !== null) signalEventFd(vring.errFd);
         },

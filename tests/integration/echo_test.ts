@@ -150,14 +150,14 @@ Deno.test("echo: the daemon serves a new front-end after each hang-up, without l
     roundTrip(warm, { readable: [new Uint8Array([1])], writable: [1] });
     warm.close();
     await daemon.waitForLog("waiting for a front-end");
-    const baseline = daemon.fdCount();
+    const baseline = daemon.fds();
     for (let i = 0; i < 10; i++) {
       const s = await session(path);
       roundTrip(s, { readable: [new Uint8Array([i])], writable: [1] });
       s.close();
       await daemon.waitForLog("waiting for a front-end", { count: i + 2 });
     }
-    assert.equal(daemon.fdCount(), baseline);
+    await daemon.expectFds(baseline);
   }, ["--log-level", "info"]);
 });
 
@@ -199,6 +199,37 @@ Deno.test("echo: status, RESET_DEVICE and a fresh start on the same connection",
     s.frontend.start({ memory: s.memory, queues: [s.queue], features: FEATURES });
     assert.equal(roundTrip(s, { readable: [new Uint8Array([9])], writable: [1] }).data[0], 9);
     s.close();
+  });
+});
+
+Deno.test("echo: a ring served before SET_VRING_CALL brings its fd signals that fd on arrival", async () => {
+  await withEcho(async (_daemon, path) => {
+    const frontend = await VhostUserFrontend.connect(path);
+    const memory = new DriverMemory({ size: 4 << 20 });
+    const queue = new DriverQueue(memory, { size: 64, eventIdx: false });
+    const init = frontend.init();
+    // RESET_DEVICE drops the call fd init gave; the ring then starts without one.
+    frontend.resetDevice();
+    frontend.setFeatures(FEATURES & ~bit(VIRTIO_RING_F_EVENT_IDX) | (init.features & (1n << 30n)));
+    frontend.setMemTable(memory.regions());
+    frontend.setVringNum(0, queue.size);
+    frontend.setVringBase(0, 0);
+    frontend.setVringAddr(0, queue.addresses());
+    frontend.setVringKick(0, frontend.kickFd(0));
+    frontend.setVringEnable(0, true);
+    queue.add({ readable: [new Uint8Array([7])], writable: [1] });
+    queue.publish();
+    frontend.kick(0);
+    const deadline = performance.now() + 5000;
+    while (queue.readUsedIdx() === 0 && performance.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    assert.equal(queue.readUsedIdx(), 1, "served without a call fd");
+    frontend.setVringCall(0, frontend.callFd(0));
+    assert.ok(frontend.waitForCall(0, 5000), "the held call came with the fd");
+    assert.equal(queue.takeUsed()[0].data[0], 7);
+    frontend.close();
+    memory.close();
   });
 });
 
