@@ -126,7 +126,7 @@ Deno.test({
     for (const line of [3, 4]) {
       assert.equal(chip.chip.lineInfo(line).used, false, `line ${line} released on hang-up`);
     }
-    const fds = daemon.fdCount();
+    const fds = daemon.fds();
     const again = await GpioDriver.connect(socket);
     try {
       assert.deepEqual(again.ask(SET_DIRECTION, 3, IN), [OK, 0]);
@@ -138,6 +138,6 @@ Deno.test({
       again.close();
     }
     await daemon.waitForLog("waiting for a front-end", { count: 2 });
-    assert.equal(daemon.fdCount(), fds, "the daemon's fd count grew");
+    await daemon.expectFds(fds);
   },
 });

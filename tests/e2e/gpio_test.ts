@@ -251,7 +251,7 @@ Deno.test("gpio e2e: the guest's gpio-virtio and libgpiod tools on a simulated c
     first,
   );
   await daemon.waitForLog("waiting for a front-end");
-  const fds = daemon.fdCount();
+  const fds = daemon.fds();
   assert.equal((await control.get(0, 1)).direction, "none", "the guest's lines are released");
 
   // A restarted QEMU against the same daemon: the chip and its inputs are still there.
@@ -266,7 +266,7 @@ Deno.test("gpio e2e: the guest's gpio-virtio and libgpiod tools on a simulated c
     second,
   );
   await daemon.waitForLog("waiting for a front-end", { count: 2 });
-  assert.equal(daemon.fdCount(), fds, "the daemon's fd count grew across QEMU restarts");
+  await daemon.expectFds(fds, { what: "the daemon's fds across QEMU restarts" });
   assert.ok(daemon.running, daemon.log);
 });
 

@@ -108,7 +108,7 @@ Deno.test("rng e2e: random bytes; QEMU restarted twice and SIGKILLed mid-read; n
   // 255 degrees of freedom: mean 255, sd 22.6; 400 is beyond p = 1e-9.
   check(missing === 0 && chi2 < 400, `${missing} byte values missing, chi-square ${chi2}`, first);
   await disconnected(1);
-  const fdsAfterFirst = daemon.fdCount();
+  const fdsAfterFirst = daemon.fds();
 
   // Boot 2: a plain restart.
   const second = await bootGuest(rngGuest(socket, timedRead(4096)));
@@ -137,5 +137,5 @@ Deno.test("rng e2e: random bytes; QEMU restarted twice and SIGKILLed mid-read; n
   await disconnected(4);
 
   assert.ok(daemon.running, daemon.log);
-  assert.equal(daemon.fdCount(), fdsAfterFirst, "the daemon's fd count grew across restarts");
+  await daemon.expectFds(fdsAfterFirst, { what: "the daemon's fds across restarts" });
 });

@@ -163,7 +163,7 @@ Deno.test("scmi e2e: an aarch64 guest's SCMI stack reads fake and IIO sensors, g
   assert.deepEqual([scan[1] - scan[0], scan[2] - scan[0]], [1000, 2000]);
   await daemon.waitForLog("waiting for a front-end");
   phase("boot 1 checked");
-  const fds = daemon.fdCount();
+  const fds = daemon.fds();
 
   // A QEMU restart against the same daemon: a fresh SCMI probe, readings
   // again, this time through virtio-mmio.
@@ -192,7 +192,7 @@ Deno.test("scmi e2e: an aarch64 guest's SCMI stack reads fake and IIO sensors, g
     two,
   );
   await daemon.waitForLog("waiting for a front-end", { count: 2 });
-  assert.equal(daemon.fdCount(), fds, "no fd leak across QEMU sessions");
+  await daemon.expectFds(fds, { what: "the daemon's fds across QEMU sessions" });
   assert.ok(daemon.running);
   phase("boot 2 checked");
 });

@@ -120,6 +120,44 @@ export class DaemonProcess implements AsyncDisposable {
     return [...Deno.readDirSync(`/proc/${this.pid}/fd`)].length;
   }
 
+  /** The daemon's open fds, each with what it refers to (`/proc/<pid>/fd/N`'s link). */
+  fds(): Map<number, string> {
+    const table = new Map<number, string>();
+    for (const entry of Deno.readDirSync(`/proc/${this.pid}/fd`)) {
+      try {
+        table.set(Number(entry.name), Deno.readLinkSync(`/proc/${this.pid}/fd/${entry.name}`));
+      } catch {
+        // Closed between the listing and the link read.
+      }
+    }
+    return table;
+  }
+
+  /**
+   * Waits up to `timeoutMs` (default 1000) for the daemon to hold as many
+   * fds as it did at `before` (a {@link fds} snapshot); else throws naming
+   * the fds gained and lost, so a leak says what leaked.
+   */
+  async expectFds(
+    before: ReadonlyMap<number, string>,
+    options: { what?: string; timeoutMs?: number } = {},
+  ): Promise<void> {
+    const deadline = performance.now() + (options.timeoutMs ?? 1000);
+    let now = this.fds();
+    while (now.size !== before.size && performance.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      now = this.fds();
+    }
+    if (now.size === before.size) return;
+    const list = (a: ReadonlyMap<number, string>, b: ReadonlyMap<number, string>) =>
+      [...a].filter(([fd, target]) => b.get(fd) !== target).map(([fd, t]) => `${fd} ${t}`)
+        .join(", ") || "none";
+    throw new Error(
+      `${options.what ?? "the daemon's fds"}: ${before.size} became ${now.size}; ` +
+        `gained: ${list(now, before)}; lost: ${list(before, now)}`,
+    );
+  }
+
   /** Resident memory of the daemon in KiB, from `/proc/<pid>/status` (VmRSS). */
   rssKiB(): number {
     const status = Deno.readTextFileSync(`/proc/${this.pid}/status`);

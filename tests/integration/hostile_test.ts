@@ -74,7 +74,7 @@ Deno.test("hostile input: the daemon rejects it all, keeps serving, and leaks no
       warm.close();
       connections++;
       await served();
-      return daemon.fdCount();
+      return daemon.fds();
     })();
 
     await t.step("broken connections: truncated header, hang-up mid-payload", async () => {
@@ -254,7 +254,7 @@ Deno.test("hostile input: the daemon rejects it all, keeps serving, and leaks no
         memory.close();
         connections++;
         await served();
-        assert.equal(daemon.fdCount(), baseline);
+        await daemon.expectFds(baseline);
         assert.doesNotMatch(daemon.log, /failed in the device|Uncaught|panicked/);
       },
     );
