@@ -42,11 +42,12 @@ export const HOT_WAIT_MS = 5;
 /** Longest time without letting Deno's loop turn while busy. */
 export const YIELD_INTERVAL_MS = 10;
 /**
- * A yield that kept the loop off the CPU longer than this (20 µs) ran
+ * A yield that kept the loop off the CPU longer than this (50 µs) ran
  * another task's time slice, not a quick peer's request: the CPU is
- * contended, so polling stops.
+ * contended, so polling stops. 20 µs stopped too soon on a VM whose
+ * wake-ups cost 3x more (docs/architecture.md, "Adaptive polling").
  */
-const CONTENDED_YIELD_MS = 0.02;
+const CONTENDED_YIELD_MS = 0.05;
 /**
  * While pollers watch rings in memory, how often a poll looks at the fds too
  * (10 µs): other fds wait at most this long for a busy loop, never longer
