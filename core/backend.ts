@@ -72,6 +72,21 @@ class Vring {
     else signalEventFd(this.callFd);
   }
 
+  /**
+   * Takes a new call fd (SET_VRING_CALL), closing the old one. A ring started
+   * by SET_VRING_KICK may serve (by polling) before its call fd arrives: a
+   * call missed meanwhile is signalled now, as QEMU holds a masked vector's
+   * interrupt.
+   */
+  setCallFd(fd: number | null): void {
+    if (this.callFd !== null) close(this.callFd);
+    this.callFd = fd;
+    if (fd !== null && this.callMissed) {
+      this.callMissed = false;
+      signalEventFd(fd);
+    }
+  }
+
   /** Closes every descriptor the ring holds. */
   closeFds(): void {
     for (const fd of [this.kickFd, this.callFd, this.errFd]) if (fd !== null) close(fd);
@@ -299,16 +314,8 @@ export class Backend {
       case "SET_VRING_KICK":
         return this.#setVringKick(message.index, message.fd);
       case "SET_VRING_CALL": {
-        const vring = this.#vringTaking(message.index, message.fd);
         // Swapped while the ring runs when QEMU masks or unmasks the vector.
-        if (vring.callFd !== null) close(vring.callFd);
-        vring.callFd = message.fd;
-        // A ring started by SET_VRING_KICK may serve (by polling) before its
-        // call fd arrives; QEMU holds a masked vector's interrupt the same way.
-        if (vring.callFd !== null && vring.callMissed) {
-          vring.callMissed = false;
-          signalEventFd(vring.callFd);
-        }
+        this.#vringTaking(message.index, message.fd).setCallFd(message.fd);
         return;
       }
       case "SET_VRING_ERR": {

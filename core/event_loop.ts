@@ -45,7 +45,7 @@ export const YIELD_INTERVAL_MS = 10;
  * A yield that kept the loop off the CPU longer than this (50 µs) ran
  * another task's time slice, not a quick peer's request: the CPU is
  * contended, so polling stops. 20 µs stopped too soon on a VM whose
- * wake-ups cost 3x more (docs/architecture.md, "Adaptive polling").
+ * wake-ups cost 3.5x more (docs/architecture.md, "Adaptive polling").
  */
 const CONTENDED_YIELD_MS = 0.05;
 /**

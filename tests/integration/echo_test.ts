@@ -10,7 +10,7 @@ import {
   VIRTIO_RING_F_EVENT_IDX,
   VIRTIO_RING_F_INDIRECT_DESC,
 } from "../../core/virtio/features.ts";
-import { BackendRequest } from "../../core/protocol/constants.ts";
+import { BackendRequest, VHOST_USER_F_PROTOCOL_FEATURES } from "../../core/protocol/constants.ts";
 import { FILL_BYTE } from "../echo_device/device.ts";
 import { DriverMemory, DriverQueue, VhostUserFrontend } from "../../frontend/mod.ts";
 import { DaemonProcess, socketDir } from "./daemon_process.ts";
@@ -210,7 +210,10 @@ Deno.test("echo: a ring served before SET_VRING_CALL brings its fd signals that 
     const init = frontend.init();
     // RESET_DEVICE drops the call fd init gave; the ring then starts without one.
     frontend.resetDevice();
-    frontend.setFeatures(FEATURES & ~bit(VIRTIO_RING_F_EVENT_IDX) | (init.features & (1n << 30n)));
+    frontend.setFeatures(
+      FEATURES & ~bit(VIRTIO_RING_F_EVENT_IDX) |
+        (init.features & bit(VHOST_USER_F_PROTOCOL_FEATURES)),
+    );
     frontend.setMemTable(memory.regions());
     frontend.setVringNum(0, queue.size);
     frontend.setVringBase(0, 0);
