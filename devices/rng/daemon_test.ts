@@ -103,7 +103,7 @@ Deno.test("rng daemon: negotiates upstream's features (+ REPLY_ACK, CONFIGURE_ME
     assert.deepEqual(mixed[1].data, PATTERN.subarray(76, 80));
     await daemon.waitForLog("rejected request");
 
-    // A big buffer, filled in one readv.
+    // A big buffer, filled at once: what was read ahead, then one readv.
     s.submit({ readable: [], writable: [60000] });
     [used] = s.collect(1);
     assert.equal(used.length, 60000);

@@ -4,7 +4,7 @@ import { Logger } from "../../core/log.ts";
 import { type GuestSlice, MemoryRegion } from "../../core/memory/guest_memory.ts";
 import { close, createMemfd, mapShared } from "../../ffi/mod.ts";
 import { IOV_MAX } from "../../ffi/mod.ts";
-import { FileEntropySource } from "./entropy_source.ts";
+import { FileEntropySource, READ_AHEAD_BYTES } from "./entropy_source.ts";
 
 const log = new Logger("test", { level: "off" });
 
@@ -56,6 +56,39 @@ Deno.test("file source: readv fills guest slices in order, stopping at the lengt
     assert.equal(source.read(slices, 1), 1);
     assert.equal(region.bytes[0x100], 10);
     assert.equal(source.read(slices, 0), 0);
+  });
+});
+
+Deno.test("file source: small requests come from the read-ahead, each byte once and in order", async () => {
+  const size = 2 * READ_AHEAD_BYTES + 100;
+  const contents = Uint8Array.from({ length: size }, (_, i) => i % 251);
+  await withSource(contents, (source, region) => {
+    const got: number[] = [];
+    const slices = [{ region, offset: 0, length: 64 }];
+    // 64-byte requests, as Linux's driver sends them, across read-ahead boundaries.
+    for (let n; (n = source.read(slices, 64)) !== 0;) {
+      assert.ok(n !== null && n > 0);
+      got.push(...region.bytes.subarray(0, n));
+    }
+    assert.deepEqual(got, [...contents]);
+  });
+});
+
+Deno.test("file source: a large request takes what was read ahead, then reads into guest memory", async () => {
+  const size = 3 * READ_AHEAD_BYTES;
+  const contents = Uint8Array.from({ length: size }, (_, i) => i % 253);
+  await withSource(contents, (source, region) => {
+    const large = 2 * READ_AHEAD_BYTES;
+    const slices = [{ region, offset: 0, length: 8 }, { region, offset: 0x100, length: large }];
+    assert.equal(source.read(slices, 10), 10);
+    // The rest of the read-ahead first, so the bytes stay in file order.
+    assert.equal(source.read(slices, large), large);
+    assert.deepEqual(
+      [...region.bytes.subarray(0, 8), ...region.bytes.subarray(0x100, 0x100 + large - 8)],
+      [...contents.subarray(10, 10 + large)],
+    );
+    assert.equal(source.read(slices, 64), 64);
+    assert.equal(region.bytes[0], contents[10 + large]);
   });
 });
 
@@ -123,6 +156,12 @@ Deno.test("file source: a FIFO with nothing to read returns null and wakes its w
     assert.deepEqual(woken, ["a", "c"]);
     assert.equal(source.read(slices, 4), 4);
     assert.deepEqual([...region.bytes.subarray(0, 4)], [9, 8, 7, 6]);
+    // A request the read-ahead cannot fill gets what the source has now.
+    await writer.write(new Uint8Array(70).fill(5));
+    const wide = [{ region, offset: 0, length: 64 }];
+    assert.equal(source.read(wide, 64), 64);
+    assert.equal(source.read(wide, 64), 6);
+    assert.equal(source.read(wide, 64), null);
   } finally {
     writer.close();
     source.close();
